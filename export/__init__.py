@@ -1,0 +1,1 @@
+"""The workstation side: data, training, transfer learning, export to ONNX, bundles. Needs torch."""

@@ -1,0 +1,1 @@
+"""The aggregation server: MQTT ingest, validation, storage, REST API and dashboard."""
