@@ -193,6 +193,8 @@ def decode(payload: bytes) -> dict[str, Any]:
         msg = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ContractError(f"message is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise ContractError("message JSON is nested too deeply; expected an envelope object") from None
     return validate(msg)
 
 

@@ -1,0 +1,89 @@
+"""Fixtures for the server's tests: a real Mosquitto, a real SQLite file, a real server."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+# tests/ holds the shared helpers package `support` (tests/ has no __init__.py, so pytest does
+# not put it on sys.path by itself).
+_TESTS = str(Path(__file__).resolve().parents[1])
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto  # noqa: E402
+from support.telemetry import Publisher  # noqa: E402
+
+from edgetune.server.ingest import IngestConfig  # noqa: E402
+from edgetune.server.service import Server, ServerConfig  # noqa: E402
+from edgetune.server.store import Store  # noqa: E402
+
+_client_ids = itertools.count()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A private Mosquitto on a free port for this test; skipped if mosquitto is not installed."""
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set $MOSQUITTO to the binary)")
+    b = MosquittoBroker(tmp_path / "broker")
+    try:
+        b.start()
+    except BrokerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def publisher(broker: MosquittoBroker) -> Iterator[Publisher]:
+    """A device-like QoS 1 publisher connected to ``broker``."""
+    with Publisher(broker.host, broker.port) as p:
+        yield p
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "server.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    """A real SQLite store in a temporary file."""
+    with Store.open(str(db_path)) as s:
+        yield s
+
+
+@pytest.fixture
+def make_server(broker: MosquittoBroker, db_path: Path) -> Iterator[Callable[..., Server]]:
+    """``make_server(**overrides)`` -> an unstarted Server on ``broker`` and ``db_path``, HTTP on a free port.
+
+    Every server made here is stopped at the end of the test. Overrides are ServerConfig fields,
+    plus ``client_id``/``shared``/``store_retry_s`` for the ingest config.
+    """
+    made: list[Server] = []
+
+    def factory(client_id: str | None = None, shared: bool = True, store_retry_s: float = 0.5,
+                **overrides: object) -> Server:
+        ingest = IngestConfig(host=broker.host, port=broker.port, shared=shared, store_retry_s=store_retry_s,
+                              client_id=client_id or f"test-server-{next(_client_ids)}")
+        server = Server(ServerConfig(**{"db": str(db_path), "http_port": 0, "ingest": ingest, **overrides}))
+        made.append(server)
+        return server
+
+    yield factory
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    """A started server, subscribed to the broker."""
+    s = make_server()
+    s.start()
+    assert s.wait_subscribed(5.0), "server did not subscribe"
+    return s
