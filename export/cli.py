@@ -1,10 +1,140 @@
-"""Subcommands of `edgetune export`. Imports nothing heavy at import time."""
+"""Subcommands of ``edgetune export``. Imports nothing heavy at import time.
+
+- ``prepare-data``: synthesise the keyword dataset with espeak-ng as folders (split/label/*.wav).
+- ``train``: train the source keyword model, test it on held-out voices, write the bundle.
+- ``evaluate``: accuracy and confusion matrix of a bundle's own head on a labelled folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+from typing import Any
+
+from edgetune.errors import UsageError, missing_extra
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("export", help="(being built)")
+    parser = sub.add_parser("export", help="the workstation: data, training, export to a bundle",
+                            description=__doc__.splitlines()[0])
     parser.set_defaults(func=lambda args: parser.print_help())
+    cmds = parser.add_subparsers(dest="export_command", metavar="{prepare-data,train,evaluate}")
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--words", nargs="+", metavar="WORD",
+                       help="keywords (space- or comma-separated; default: the ten digits and twelve commands)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
+        p.add_argument("--cache-dir", metavar="DIR",
+                       help="espeak-ng rendering cache (default $EDGETUNE_CACHE/espeak or ~/.cache/edgetune/espeak)")
+
+    prep = cmds.add_parser("prepare-data", help="synthesise keyword clips as DIR/{train,val,test}/<label>/*.wav")
+    prep.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
+    data_options(prep)
+    prep.set_defaults(func=_cmd_prepare_data)
+
+    train = cmds.add_parser("train", help="train the keyword model on synthesised speech and write its bundle")
+    train.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="the bundle directory to write")
+    data_options(train)
+    train.add_argument("--epochs", type=int, help="training epochs (default 10)")
+    train.add_argument("--no-baselines", action="store_true", help="skip the MFCC baselines (scikit-learn)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing bundle at BUNDLE_DIR")
+    train.add_argument("--tar", action="store_true", help="also write BUNDLE_DIR.tar")
+    train.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = cmds.add_parser("evaluate", help="accuracy of a bundle's head on DIR/<label>/*.wav (ONNX Runtime)")
+    evaluate.add_argument("--bundle", required=True, metavar="DIR", help="the bundle directory (holds manifest.json)")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="one subfolder of audio files per label")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+
+def _require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise missing_extra("torch", "export") from None
+
+
+def _words(values: list[str] | None) -> tuple[str, ...] | None:
+    if not values:
+        return None
+    words = tuple(w.strip().lower() for value in values for w in value.split(",") if w.strip())
+    if not words:
+        raise UsageError("--words is empty; expected at least one keyword, e.g. --words yes no stop")
+    return words
+
+
+def _data_config(args: argparse.Namespace):
+    from edgetune.export.data.speech import SpeechDataConfig
+
+    changes: dict[str, Any] = {"seed": args.seed, "cache_dir": args.cache_dir}
+    words = _words(args.words)
+    if words:
+        changes["words"] = words
+    try:
+        return SpeechDataConfig(**changes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_prepare_data(args: argparse.Namespace) -> int:
+    from edgetune.export.data.speech import write_dataset_folder
+
+    counts = write_dataset_folder(args.out, _data_config(args), progress=True)
+    for split, per_label in counts.items():
+        print(f"{split}: {sum(per_label.values())} clips in {len(per_label)} labels -> {args.out}/{split}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _require_torch()
+    from edgetune.export.bundle import pack_bundle
+    from edgetune.export.train import TrainConfig, train_keyword_bundle
+
+    changes: dict[str, Any] = {"data": _data_config(args), "seed": args.seed, "baselines": not args.no_baselines}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    try:
+        config = TrainConfig(**changes)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = train_keyword_bundle(args.out, config, progress=True, overwrite=args.overwrite)
+    tar_path = pack_bundle(result.bundle_dir) if args.tar else None
+    metrics = result.metrics
+    if args.json:
+        print(json.dumps({"bundle": str(result.bundle_dir), "tar": str(tar_path) if tar_path else None,
+                          "checkpoint": str(result.checkpoint), "test_data": str(result.test_data_dir),
+                          "timings_s": result.timings_s, "metrics": metrics}, indent=2, sort_keys=True))
+        return 0
+    test = metrics["test"]
+    print(f"bundle {result.manifest.bundle_id} {result.manifest.bundle_version} -> {result.bundle_dir}")
+    print(f"test accuracy on held-out voices ({', '.join(test['voices'])}): {test['accuracy']:.3f} "
+          f"on {test['n']} clips (chance {metrics['chance_accuracy']:.3f})")
+    for name, base in metrics.get("baselines", {}).items():
+        print(f"  baseline {name}: {base['accuracy']:.3f}")
+    print(f"held-out test clips: {result.test_data_dir}; checkpoint: {result.checkpoint}")
+    if tar_path:
+        print(f"tar: {tar_path}")
+    print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings_s.items()))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from edgetune.edge.bundle import load_bundle
+    from edgetune.edge.evaluate import evaluate_folder
+    from edgetune.edge.runtime.providers import ProviderSettings
+
+    bundle = load_bundle(args.bundle)
+    head = bundle.head
+    result = evaluate_folder(bundle, args.data, head.weight, head.bias, head.labels,
+                             providers=ProviderSettings(providers="cpu"))
+    if args.json:
+        print(json.dumps(dict(result.to_json(), bundle=str(args.bundle)), indent=2, sort_keys=True))
+    else:
+        print(f"bundle {bundle.bundle_id} {bundle.bundle_version}, its own head")
+        print(result.render())
+    return 0

@@ -1,0 +1,1 @@
+"""Data for the exporter: synthesised keyword speech and folder-per-label datasets."""

@@ -1,0 +1,113 @@
+"""Real bundles for tests, made in seconds.
+
+:func:`make_bundle` writes a bundle through the exporter's own :func:`write_audio_bundle`: the
+real MFCC front-end graph, a real DS-CNN embedder graph, ``head.npz``, ``replay.npz``, parity
+figures and a manifest that passes ``verify_bundle``. The only thing not real is the learning:
+with ``trained=False`` the DS-CNN and the head have random (seeded) weights, so the bundle's
+predictions are meaningless; its replay embeddings are the embedder's actual outputs for seeded
+noise clips, labelled round-robin. ``trained=True`` trains a small keyword model on espeak-ng
+speech first (10-40 s on 2 cores; needs espeak-ng; renderings cached in
+``~/.cache/edgetune/espeak`` or ``$EDGETUNE_CACHE``), for tests that need predictions that mean
+something.
+
+Needs the ``export`` extra (torch, onnx). Each argument set is exported once per test process
+into a private temporary directory and then copied to ``out_dir``, so a test may change its copy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_LABELS = ("_background_", "yes", "no", "zero", "one")
+_REPLAY_PER_CLASS = 4
+_CACHE: dict[tuple, Path] = {}
+
+
+def make_bundle(out_dir: Path, *, labels: tuple[str, ...] = DEFAULT_LABELS, trained: bool = False,
+                seed: int = 0) -> Path:
+    """Write a real audio bundle to ``out_dir`` (created; must not hold another bundle) and return it.
+
+    ``labels``: the head's classes (the first one ``_background_`` by convention). ``trained=False``:
+    random seeded weights, a few seconds. ``trained=True``: a keyword model trained on
+    espeak-ng clips of ``labels`` (background included), tens of seconds.
+    """
+    out_dir = Path(out_dir)
+    key = (tuple(labels), bool(trained), int(seed))
+    cached = _CACHE.get(key)
+    if cached is None or not cached.is_dir():
+        root = Path(tempfile.mkdtemp(prefix="edgetune-test-bundle-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        cached = root / "bundle"
+        if trained:
+            _make_trained(cached, tuple(labels), seed)
+        else:
+            _make_random(cached, tuple(labels), seed)
+        _CACHE[key] = cached
+    shutil.copytree(cached, out_dir, dirs_exist_ok=True)
+    return out_dir
+
+
+def _make_random(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
+    import torch
+
+    from edgetune.edge.contract.manifest import AudioSpec, MfccParams
+    from edgetune.export.audio.frontend import MfccFrontend
+    from edgetune.export.audio.model import DsCnn, DsCnnConfig
+    from edgetune.export.bundle import write_audio_bundle
+
+    params = MfccParams()
+    clip_samples = params.sample_rate_hz
+    n_frames = AudioSpec(frontend=params, clip_samples=clip_samples, embedding_size=1).frames_per_clip
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    embedder = DsCnn(DsCnnConfig(n_frames=n_frames, n_features=params.n_features)).eval()
+
+    # Noise clips at several levels: normalisation statistics and replay embeddings come from them.
+    n_clips = _REPLAY_PER_CLASS * len(labels)
+    gains = 10.0 ** rng.uniform(-3.0, -0.5, size=(n_clips, 1))
+    clips = (gains * rng.standard_normal((n_clips, clip_samples + params.lookback_samples))).astype(np.float32)
+    with torch.no_grad():
+        features = MfccFrontend(params)(torch.from_numpy(clips))  # [n_clips, T, F]
+        embedder.set_normalization(features.mean(dim=(0, 1)), features.std(dim=(0, 1)))
+        # Batch-norm statistics re-estimated on these clips, so that embeddings are of order one.
+        for module in embedder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average
+        embedder.train()
+        embedder(features)
+        embedder.eval()
+        replay = embedder(features).numpy()
+    dim = embedder.config.embedding_size
+    weight = (rng.standard_normal((len(labels), dim)) / np.sqrt(dim)).astype(np.float32)
+    bias = np.zeros(len(labels), dtype=np.float32)
+    write_audio_bundle(
+        out_dir,
+        bundle_id="test-random",
+        bundle_version=f"0.0.{seed}",
+        params=params,
+        clip_samples=clip_samples,
+        embedder=embedder,
+        head_weight=weight,
+        head_bias=bias,
+        labels=labels,
+        replay_embeddings=replay,
+        replay_labels=np.arange(n_clips) % len(labels),
+        metrics={"note": "random weights: no accuracy claimed"},
+        provenance={"made_by": "tests.support.bundles.make_bundle", "trained": False, "seed": seed},
+        parity_pcm=clips[:2],
+    )
+
+
+def _make_trained(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
+    from edgetune.export.train import TrainConfig, train_keyword_bundle
+
+    if labels[0] != "_background_" or "_background_" in labels[1:]:
+        raise ValueError(f"labels {labels!r}: a trained bundle's labels are '_background_' then the keywords")
+    config = TrainConfig.small(words=labels[1:], seed=seed)
+    train_keyword_bundle(out_dir, config, progress=False)
