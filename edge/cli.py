@@ -1,10 +1,214 @@
-"""Subcommands of `edgetune edge`. Imports nothing heavy at import time."""
+"""Subcommands of ``edgetune edge``. Imports nothing heavy at import time.
+
+- ``run``: classify an audio source continuously and print (and send) detections.
+- ``enroll``: fine-tune the head on a folder of labelled recordings; a new head version.
+- ``evaluate``: accuracy and confusion matrix of the current head on a labelled folder.
+- ``heads``: list head versions; ``--rollback N`` makes version N current.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("edge", help="(being built)")
+    parser = sub.add_parser("edge", help="the device: streaming inference, on-device fine-tuning",
+                            description="The device: streaming inference, on-device fine-tuning, head versions.")
     parser.set_defaults(func=lambda args: parser.print_help())
+    cmds = parser.add_subparsers(dest="edge_command", metavar="{run,enroll,evaluate,heads}")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bundle", required=True, metavar="DIR", help="the bundle directory (holds manifest.json) or its .tar")
+        p.add_argument("--state-dir", metavar="DIR", help="device state (head versions, engine cache); default "
+                       "$EDGETUNE_STATE_DIR, else $XDG_STATE_HOME/edgetune, else ~/.local/state/edgetune")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def runtime(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--providers", default="auto", metavar="LIST",
+                       help="'auto' (TensorRT > CUDA > CPU) or a list such as 'cuda,cpu' (default: auto)")
+        p.add_argument("--require-accelerator", action="store_true",
+                       help="fail instead of running on the CPU alone")
+        p.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="ONNX Runtime intra-op threads (0: its default)")
+
+    run = cmds.add_parser("run", help="classify an audio source continuously")
+    common(run)
+    runtime(run)
+    run.add_argument("--audio", required=True, metavar="URI",
+                     help="wav:PATH (or a path), - (raw s16le mono PCM on stdin), mic:[DEVICE], alsa:[DEVICE]")
+    run.add_argument("--raw-rate", type=int, metavar="HZ",
+                     help="sample rate of raw PCM on stdin (default: the bundle's); declared, never guessed")
+    run.add_argument("--config", metavar="FILE.toml", help="the daemon's TOML config")
+    run.add_argument("--device-id", help="this device's id in telemetry topics")
+    run.add_argument("--broker", metavar="HOST:PORT", help="send telemetry to this MQTT broker")
+    run.add_argument("--threshold", type=float, help="smoothed score that fires a detection (default 0.5)")
+    run.add_argument("--smoothing-hops", type=int, help="hops the scores are averaged over (default 3)")
+    run.add_argument("--refractory-ms", type=float, help="quiet time after a detection (default: one clip)")
+    run.add_argument("--hop-ms", type=float, default=100.0, help="audio per inference in ms (default 100)")
+    run.add_argument("--metrics-interval", type=float, default=10.0, metavar="S",
+                     help="seconds of audio between metrics reports (default 10)")
+    run.set_defaults(func=_cmd_run)
+
+    enroll = cmds.add_parser("enroll", help="fine-tune the head on DIR/<label>/*.wav; saves a new head version")
+    common(enroll)
+    runtime(enroll)
+    enroll.add_argument("--data", required=True, metavar="DIR", help="one subfolder of audio files per label")
+    enroll.add_argument("--holdout", type=float, default=0.25, metavar="F",
+                        help="fraction of each label's files held out to compare old and new head (default 0.25)")
+    enroll.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    enroll.set_defaults(func=_cmd_enroll)
+
+    evaluate = cmds.add_parser("evaluate", help="accuracy and confusion matrix on DIR/<label>/*.wav")
+    common(evaluate)
+    runtime(evaluate)
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="one subfolder of audio files per label")
+    evaluate.add_argument("--head-version", type=int, metavar="N", help="head version to evaluate (default: current)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    heads = cmds.add_parser("heads", help="list head versions, or roll back to one")
+    common(heads)
+    heads.add_argument("--rollback", type=int, metavar="N", help="make version N current (0 = the bundle's head)")
+    heads.set_defaults(func=_cmd_heads)
+
+
+def _provider_settings(args: argparse.Namespace):
+    from .runtime.providers import ProviderSettings
+
+    return ProviderSettings(providers=args.providers, require_accelerator=args.require_accelerator,
+                            intra_op_threads=args.threads)
+
+
+def _open_store(args: argparse.Namespace):
+    from .bundle import load_bundle
+    from .head_store import HeadStore
+    from .state import resolve_state_dir
+
+    state_dir = resolve_state_dir(args.state_dir)
+    bundle = load_bundle(args.bundle, state_dir=state_dir)
+    return bundle, HeadStore(bundle, state_dir), state_dir
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _telemetry_sink(args: argparse.Namespace):
+    """The MQTT sink, when --broker or --config asks for one (wired to edgetune.edge.telemetry)."""
+    from edgetune.errors import UsageError
+
+    if args.broker or args.config or args.device_id:
+        raise UsageError("--config, --broker and --device-id need the MQTT telemetry, which this build does not "
+                         "wire into `edge run` yet; run without them to print detections only")
+    return None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .audio.detect import DetectorSettings
+    from .audio.models import AudioModels
+    from .audio.sources import open_source
+    from .run import RunSettings, run_audio
+    from .sinks import FanoutSink, StreamSink
+
+    bundle, store, state_dir = _open_store(args)
+    given = {"threshold": args.threshold, "smoothing_hops": args.smoothing_hops,
+             "refractory_s": None if args.refractory_ms is None else args.refractory_ms / 1000.0}
+    detector = DetectorSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = RunSettings(hop_ms=args.hop_ms, detector=detector, providers=_provider_settings(args),
+                           metrics_interval_s=args.metrics_interval)
+    version = store.current_version
+    head = store.head(version)
+    telemetry = _telemetry_sink(args)
+    if bundle.manifest.audio is None:
+        from .contract import ContractError
+
+        raise ContractError(f"bundle {bundle.bundle_id} has no audio modality; `edge run --audio` needs one")
+    # The source first: a wrong URI is reported before the models load.
+    source = open_source(args.audio, bundle.manifest.audio.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate)
+    printer = StreamSink(sys.stdout, as_json=args.json)
+    sink = FanoutSink(printer, telemetry) if telemetry is not None else printer
+
+    stops = []
+
+    def stop(signum: int, frame: Any) -> None:
+        stops.append(signum)
+        if len(stops) > 1:
+            raise KeyboardInterrupt
+        log.info("signal %d: stopping after the current chunk (again to abort)", signum)
+        source.close()
+
+    in_main = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        with source:
+            models = AudioModels(bundle, settings.providers, state_dir=state_dir)
+            summary = run_audio(bundle, source, settings, sink, head=head, head_version=version, models=models,
+                                state_dir=state_dir)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("summary: %s", json.dumps(summary.to_json(), sort_keys=True))
+    return 0
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    from .audio.models import AudioModels
+    from .enroll import enroll
+
+    bundle, store, state_dir = _open_store(args)
+    models = AudioModels(bundle, _provider_settings(args), state_dir=state_dir)
+    report = enroll(bundle, args.data, store, holdout_fraction=args.holdout, seed=args.seed, models=models)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(report.render())
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .audio.models import AudioModels
+    from .evaluate import evaluate_folder
+
+    bundle, store, state_dir = _open_store(args)
+    version = store.current_version if args.head_version is None else args.head_version
+    head = store.head(version)
+    models = AudioModels(bundle, _provider_settings(args), state_dir=state_dir)
+    result = evaluate_folder(bundle, args.data, head.weight, head.bias, head.labels, models=models)
+    if args.json:
+        _print_json(dict(result.to_json(), head_version=version))
+    else:
+        print(f"head v{version}")
+        print(result.render())
+    return 0
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    bundle, store, _ = _open_store(args)
+    if args.rollback is not None:
+        store.rollback(args.rollback)
+    current = store.current_version
+    versions = store.versions()
+    if args.json:
+        _print_json({"bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
+                     "content_id": bundle.content_id, "current": current,
+                     "versions": [v.to_json() for v in versions]})
+        return 0
+    print(f"bundle {bundle.bundle_id} {bundle.bundle_version} (content {bundle.content_id}), store {store.root}")
+    for v in versions:
+        acc = "" if v.accuracy_after is None else (
+            f"  held-out {_fraction(v.accuracy_before)} -> {_fraction(v.accuracy_after)}")
+        print(f"{'*' if v.version == current else ' '} v{v.version:<3} {v.created_at}  parent "
+              f"{'-' if v.parent is None else v.parent}  n={v.n_samples}  "
+              f"{'promoted' if v.promoted else 'not promoted'}  labels: {', '.join(v.labels)}{acc}")
+    return 0

@@ -1,0 +1,1 @@
+"""Running the bundle's ONNX graphs: execution providers and sessions (:mod:`.providers`)."""

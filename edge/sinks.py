@@ -1,0 +1,121 @@
+"""Where :func:`~edgetune.edge.run.run_audio` sends what it observes.
+
+A sink has two methods, ``detection(event: DetectionEvent)`` and ``metrics(report:
+MetricsReport)``; each record's ``body()`` is the body of the telemetry message of that type
+(``contract/messages.py``) and ``observed_at`` its time. The MQTT sink lives with the telemetry;
+here are the ones the command line and tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from .audio.detect import Detection
+
+
+@dataclass(frozen=True)
+class DetectionEvent:
+    """A detection with the context an ``event`` message needs."""
+
+    detection: Detection
+    observed_at: float  # seconds since the Unix epoch, when the hop was processed
+    source: str
+    bundle_id: str
+    bundle_version: str
+    head_version: int
+    modality: str = "audio"
+
+    def body(self) -> dict[str, Any]:
+        """The ``event`` message body."""
+        d = self.detection
+        return {"label": d.label, "score": round(float(d.score), 6), "modality": self.modality,
+                "source": self.source[:512], "offset_s": round(float(d.offset_s), 4), "bundle_id": self.bundle_id,
+                "bundle_version": self.bundle_version, "head_version": int(self.head_version),
+                "latency_ms": round(float(d.latency_ms), 4)}
+
+
+@dataclass(frozen=True)
+class MetricsReport:
+    """Figures over ``window_s`` seconds of audio; ``errors`` counts since the start of the run."""
+
+    observed_at: float
+    window_s: float
+    inferences: int
+    latency_ms: dict[str, float]
+    rtf: float | None
+    provider: str
+    errors: dict[str, int] = field(default_factory=dict)
+    rss_mb: float | None = None
+    temperature_c: float | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The ``metrics`` message body."""
+        body: dict[str, Any] = {"window_s": round(float(self.window_s), 4), "inferences": int(self.inferences),
+                                "latency_ms": dict(self.latency_ms), "provider": self.provider,
+                                "errors": dict(self.errors)}
+        for name in ("rtf", "rss_mb", "temperature_c"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = round(float(value), 6)
+        return body
+
+
+class Sink(Protocol):
+    """What :func:`~edgetune.edge.run.run_audio` reports to."""
+
+    def detection(self, event: DetectionEvent) -> None: ...
+
+    def metrics(self, report: MetricsReport) -> None: ...
+
+
+class CollectingSink:
+    """Keeps everything in lists (tests, and callers that look at results afterwards)."""
+
+    def __init__(self) -> None:
+        self.events: list[DetectionEvent] = []
+        self.reports: list[MetricsReport] = []
+
+    def detection(self, event: DetectionEvent) -> None:
+        self.events.append(event)
+
+    def metrics(self, report: MetricsReport) -> None:
+        self.reports.append(report)
+
+
+class StreamSink:
+    """One line per detection on a text stream: a JSON object (``as_json``) or a human line."""
+
+    def __init__(self, stream: IO[str], *, as_json: bool = False) -> None:
+        self.stream = stream
+        self.as_json = as_json
+
+    def detection(self, event: DetectionEvent) -> None:
+        if self.as_json:
+            line = json.dumps(dict(event.body(), observed_at=round(event.observed_at, 3)), sort_keys=True)
+        else:
+            d = event.detection
+            when = time.strftime("%H:%M:%S", time.localtime(event.observed_at))
+            line = f"{when}  {d.offset_s:8.2f} s  {d.label:<20} {d.score:.3f}  ({d.latency_ms:.1f} ms)"
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def metrics(self, report: MetricsReport) -> None:
+        pass
+
+
+class FanoutSink:
+    """Sends everything to several sinks, in order."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def detection(self, event: DetectionEvent) -> None:
+        for sink in self.sinks:
+            sink.detection(event)
+
+    def metrics(self, report: MetricsReport) -> None:
+        for sink in self.sinks:
+            sink.metrics(report)
