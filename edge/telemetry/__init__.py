@@ -1,0 +1,44 @@
+"""Device -> server telemetry: a disk-backed outbox, the MQTT publisher and per-window metrics.
+
+- :mod:`.outbox`: :class:`Outbox`, pending messages and the sequence counter in one SQLite file.
+- :mod:`.publisher`: :class:`Telemetry`, sends the outbox over MQTT (paho, imported when used).
+- :mod:`.metrics`: :class:`MetricsWindow`, latency percentiles, real-time factor, memory, heat.
+- :mod:`.sink`: :class:`TelemetrySink`, the streaming loop's sink that publishes.
+
+Importing this package imports neither paho nor anything heavy; NumPy is imported by
+:mod:`.metrics` only when it is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .outbox import OVERFLOW_POLICIES, Outbox, OutboxCounts, OutboxError, PendingMessage
+
+if TYPE_CHECKING:
+    from .metrics import MetricsWindow
+    from .publisher import Telemetry, TelemetryCounters
+    from .sink import TelemetrySink
+
+__all__ = [
+    "OVERFLOW_POLICIES",
+    "MetricsWindow",
+    "Outbox",
+    "OutboxCounts",
+    "OutboxError",
+    "PendingMessage",
+    "Telemetry",
+    "TelemetryCounters",
+    "TelemetrySink",
+]
+
+_LAZY = {"MetricsWindow": ".metrics", "Telemetry": ".publisher", "TelemetryCounters": ".publisher",
+         "TelemetrySink": ".sink"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,367 @@
+"""A disk-backed outbox and the device's sequence counter, in one SQLite file.
+
+Every telemetry message goes through :meth:`Outbox.put` before it goes near the network: one
+transaction takes the next sequence number, validates and encodes the envelope and stores it.
+The publisher then sends what is pending and deletes each message only when the broker has
+acknowledged it (:meth:`Outbox.ack`). A device can stay offline for hours; the outbox is bounded
+by ``max_messages`` and an overflow policy whose drops are counted, never silent.
+
+Durability, and why the two writes differ:
+
+- ``put`` commits with ``PRAGMA synchronous=FULL``: the WAL is fsynced before ``put`` returns,
+  so neither the message nor the sequence number it took can be lost, even to a power cut. This
+  matters more than it looks: if a power cut rolled the counter back, the next message would
+  reuse a sequence number the server has already stored, and the server (which stores each
+  ``(device, seq)`` once) would silently discard it. One fsync per observation is affordable at
+  telemetry rates (events and periodic metrics, not audio frames).
+- ``ack`` commits with ``PRAGMA synchronous=NORMAL``: losing an acknowledgement to a power cut
+  only means the message is sent again, and the server drops the duplicate. This keeps draining
+  a long backlog fast. WAL frames are written in order, so the next ``put``'s fsync makes every
+  earlier ``ack`` durable too.
+
+A process crash (as opposed to a power cut) loses nothing in either mode.
+
+The first sequence number of a new file is the wall clock in microseconds (unless
+``first_seq`` is given), so a device whose state directory was wiped still numbers its messages
+above everything it sent before, as long as its clock is right and it sent fewer than a million
+messages a second on average. Later numbers come from the file, never from the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgetune.errors import EdgetuneError, UsageError
+
+from ..contract import messages
+from ..contract.errors import ContractError
+from ..contract.topics import check_device_id, device_topic
+
+logger = logging.getLogger(__name__)
+
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
+#: Bumped when the file layout changes; a file from a newer layout is refused, not guessed at.
+LAYOUT_VERSION = 1
+_MAX_SEQ = 2**63 - 1
+#: 2020-01-01 in seconds: a clock earlier than this has not been set (no RTC, no NTP yet).
+_CLOCK_PLAUSIBLE_S = 1_577_836_800
+
+
+class OutboxError(EdgetuneError):
+    """The outbox file cannot be read or written (disk full, I/O error, corrupt file)."""
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """A stored message waiting for the broker's acknowledgement."""
+
+    seq: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    """Counters kept in the file, so they survive restarts.
+
+    - ``pending``: messages stored and not yet acknowledged.
+    - ``dropped_overflow``: messages dropped by the overflow policy since the file was created.
+    - ``sent``: messages acknowledged by the broker (and deleted) since the file was created.
+    - ``next_seq``: the sequence number the next message will take.
+    """
+
+    pending: int
+    dropped_overflow: int
+    sent: int
+    next_seq: int
+
+    def as_counters(self) -> dict[str, int]:
+        """The counters as a ``metrics`` body ``outbox`` object (name -> integer >= 0)."""
+        return {"pending": self.pending, "dropped_overflow": self.dropped_overflow, "sent": self.sent}
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    # stored_at: seconds since the Unix epoch, when the message entered the outbox.
+    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, "
+    "payload BLOB NOT NULL, stored_at REAL NOT NULL)",
+)
+
+
+class Outbox:
+    """Pending telemetry messages and the per-device sequence counter, in one SQLite file.
+
+    Args:
+        path: the SQLite file (created with its parent directories if missing).
+        device_id: the device these messages come from; a file belongs to one device.
+        max_messages: most messages kept pending; beyond it ``overflow`` applies.
+        overflow: ``"drop_oldest"`` (keep the newest observations) or ``"drop_newest"``
+            (keep the oldest; new ones are refused). Either way the drop is counted.
+        first_seq: the first sequence number of a *new* file; ``None`` uses the wall clock in
+            microseconds (see the module docstring). Ignored for an existing file.
+
+    Thread-safe: one connection guarded by a lock, so the MQTT network thread may
+    :meth:`ack` while the main thread calls :meth:`put`. Several processes may share the file;
+    each transaction takes SQLite's write lock, so sequence numbers stay unique.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device_id: str,
+        *,
+        max_messages: int = 100_000,
+        overflow: str = "drop_oldest",
+        first_seq: int | None = None,
+    ) -> None:
+        try:
+            self.device_id = check_device_id(device_id)
+        except ContractError as exc:
+            raise UsageError(str(exc)) from None
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise UsageError(f"outbox max_messages is {max_messages!r}; expected an integer >= 1")
+        if overflow not in OVERFLOW_POLICIES:
+            raise UsageError(f"outbox overflow is {overflow!r}; expected one of {list(OVERFLOW_POLICIES)}")
+        if first_seq is not None and (isinstance(first_seq, bool) or not isinstance(first_seq, int)
+                                      or not 0 <= first_seq < _MAX_SEQ):
+            raise UsageError(f"outbox first_seq is {first_seq!r}; expected an integer in [0, 2**63 - 1)")
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self.overflow = overflow
+        self._lock = threading.Lock()
+        self._topics = {kind: device_topic(self.device_id, kind) for kind in messages.TYPE_FOR_KIND}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the outbox directory {self.path.parent}: {exc}") from None
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise UsageError(f"cannot open the outbox {self.path}: {exc}") from None
+        try:
+            self._open(first_seq)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise UsageError(
+                f"{self.path} is not a readable edgetune outbox ({exc}); move it away to start a new one"
+            ) from None
+        except UsageError:
+            self._db.close()
+            raise
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _open(self, first_seq: int | None) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > LAYOUT_VERSION:
+                raise UsageError(
+                    f"outbox {self.path} has layout version {version}; this edgetune reads up to "
+                    f"{LAYOUT_VERSION} (was it written by a newer edgetune?)"
+                )
+            for statement in _SCHEMA:
+                db.execute(statement)
+            stored = db.execute("SELECT value FROM meta WHERE key = 'device'").fetchone()
+            if stored is None:
+                start = first_seq if first_seq is not None else self._clock_seq()
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("device", self.device_id), ("next_seq", start), ("pending", 0),
+                     ("dropped_overflow", 0), ("sent", 0)],
+                )
+                db.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+                logger.info("created outbox %s for device %s, first seq %d", self.path, self.device_id, start)
+            elif stored[0] != self.device_id:
+                raise UsageError(
+                    f"outbox {self.path} belongs to device {stored[0]!r}, not {self.device_id!r}; "
+                    "give each device its own state directory"
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    @staticmethod
+    def _clock_seq() -> int:
+        now = time.time()
+        if now < _CLOCK_PLAUSIBLE_S:
+            logger.warning(
+                "the clock says %s, which is not set; the outbox's sequence numbers start low, and a "
+                "server that stored this device's earlier messages may drop new ones as duplicates",
+                time.strftime("%Y-%m-%d", time.gmtime(now)),
+            )
+        return int(now * 1_000_000)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put(self, type_: str, body: Mapping[str, Any], observed_at: float) -> dict[str, Any] | None:
+        """Take the next sequence number, build and store one message, in one transaction.
+
+        Args:
+            type_: ``"event"``, ``"metrics"``, ``"status"`` or ``"head"``.
+            body: the message body (see :mod:`edgetune.edge.contract.messages`).
+            observed_at: when it was observed, seconds since the Unix epoch (UTC).
+
+        Returns:
+            The envelope, or ``None`` when the outbox was full under ``"drop_newest"`` (the
+            message took a sequence number and was counted in ``dropped_overflow``, so the gap
+            the server sees is explained).
+
+        Raises:
+            ContractError: the body or type is invalid (nothing is stored, no number is taken).
+            OutboxError: the file could not be written.
+        """
+        if type_ not in messages.KIND_FOR_TYPE:
+            raise ContractError(f"message type is {type_!r}; expected one of {list(messages.KIND_FOR_TYPE)}")
+        topic = self._topics[messages.KIND_FOR_TYPE[type_]]
+        with self._lock:
+            self._begin()
+            try:
+                seq = self._take_seqs(1)
+                envelope = messages.make(self.device_id, seq, observed_at, type_, body)
+                payload = messages.encode(envelope)
+                pending = self._meta("pending")
+                stored: dict[str, Any] | None = envelope
+                if pending >= self.max_messages:
+                    if self.overflow == "drop_oldest":
+                        dropped = self._db.execute(
+                            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+                            (pending - self.max_messages + 1,),
+                        ).rowcount
+                        pending -= dropped
+                    else:
+                        dropped, stored = 1, None
+                    self._add_meta("dropped_overflow", dropped)
+                if stored is not None:
+                    self._db.execute(
+                        "INSERT INTO outbox (seq, topic, payload, stored_at) VALUES (?, ?, ?, ?)",
+                        (seq, topic, payload, time.time()),
+                    )
+                    pending += 1
+                self._set_meta("pending", pending)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        if stored is None:
+            logger.debug("outbox full (%d messages): dropped new message seq %d", self.max_messages, seq)
+        return stored
+
+    def reserve_seqs(self, n: int = 1) -> int:
+        """Take ``n`` consecutive sequence numbers for messages sent outside the outbox.
+
+        Used for status messages (the last will, online and offline), which describe the
+        present and are not worth replaying later. Returns the first of the ``n`` numbers.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n is {n!r}; expected an integer >= 1")
+        with self._lock:
+            self._begin()
+            try:
+                first = self._take_seqs(n)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return first
+
+    def ack(self, seq: int) -> bool:
+        """Delete a message the broker acknowledged. Returns False if it was not pending
+        (already acknowledged, or dropped by the overflow policy while in flight)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write the outbox {self.path}: {exc}") from exc
+            try:
+                deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+                if deleted:
+                    self._add_meta("pending", -1)
+                    self._add_meta("sent", 1)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return bool(deleted)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def pending(self, limit: int = 100, after_seq: int = -1) -> list[PendingMessage]:
+        """Up to ``limit`` pending messages with ``seq > after_seq``, oldest first."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from exc
+        return [PendingMessage(seq, topic, bytes(payload)) for seq, topic, payload in rows]
+
+    def counts(self) -> OutboxCounts:
+        """The persisted counters (see :class:`OutboxCounts`)."""
+        with self._lock:
+            try:
+                values = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from exc
+        return OutboxCounts(values["pending"], values["dropped_overflow"], values["sent"], values["next_seq"])
+
+    def close(self) -> None:
+        """Close the file. Further calls raise :class:`OutboxError`."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers (called with the lock held) -----------------------------------------------
+
+    def _begin(self) -> None:
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot write the outbox {self.path}: {exc}") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.debug("rollback of outbox %s failed (the transaction was already gone)", self.path)
+
+    def _take_seqs(self, n: int) -> int:
+        seq = self._meta("next_seq")
+        if seq + n > _MAX_SEQ:
+            raise OutboxError(f"outbox {self.path} has used every sequence number up to 2**63 - 1")
+        self._set_meta("next_seq", seq + n)
+        return seq
+
+    def _meta(self, key: str) -> int:
+        return self._query("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def _set_meta(self, key: str, value: int) -> None:
+        self._query("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+    def _add_meta(self, key: str, delta: int) -> None:
+        self._query("UPDATE meta SET value = value + ? WHERE key = ?", (delta, key))
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot write the outbox {self.path}: {exc}") from exc

@@ -1,0 +1,184 @@
+"""Fixtures for the device telemetry tests: a real Mosquitto we may kill, and a real subscriber."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+# tests/ holds the shared helpers package `support` (tests/ has no __init__.py).
+_TESTS = str(Path(__file__).resolve().parents[1])
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto  # noqa: E402
+from support.telemetry import wait_for  # noqa: E402
+
+from edgetune.edge.contract import messages, topics  # noqa: E402
+
+DEVICE = "jetson-test-01"
+_ids = itertools.count()
+
+
+class KillableBroker(MosquittoBroker):
+    """The shared test broker, plus: start on a chosen port, SIGKILL, restart on the same port."""
+
+    def start_on(self, port: int, timeout_s: float = 5.0) -> None:
+        binary = find_mosquitto()
+        if binary is None:
+            raise BrokerUnavailable("mosquitto is not installed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {port} {self.host}\nallow_anonymous true\npersistence false\n{self.extra_config}\n")
+        log = open(self.log_path, "ab")  # noqa: SIM115 -- closed by stop() or kill()
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        if not self._wait_listening(proc, port, timeout_s):
+            proc.kill()
+            proc.wait()
+            log.close()
+            raise BrokerUnavailable(f"mosquitto did not start on port {port}; see {self.log_path}")
+        self.port, self._proc, self._log = port, proc, log
+
+    def kill(self) -> None:
+        """SIGKILL the broker: no clean shutdown, no will for anyone, nothing saved."""
+        proc = self._proc
+        assert proc is not None, "broker not running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self._proc = None
+        if self._log is not None:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+    def restart(self) -> None:
+        assert self.port is not None
+        self.start_on(self.port)
+
+
+def _require_mosquitto() -> None:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set $MOSQUITTO to the binary)")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[KillableBroker]:
+    """A private Mosquitto on a free port for this test; skipped if mosquitto is not installed."""
+    _require_mosquitto()
+    b = KillableBroker(tmp_path / "broker")
+    try:
+        b.start()
+    except BrokerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Any]:
+    """``make_broker(extra_config)`` -> a started broker with extra mosquitto.conf lines."""
+    _require_mosquitto()
+    made: list[KillableBroker] = []
+
+    def factory(extra_config: str) -> KillableBroker:
+        b = KillableBroker(tmp_path / f"broker-{len(made)}", extra_config=extra_config)
+        made.append(b)
+        b.start()
+        return b
+
+    yield factory
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def stopped_broker(tmp_path: Path) -> Iterator[KillableBroker]:
+    """A broker that is not running yet; ``port`` is chosen (free now), ``start_on(port)`` starts it."""
+    _require_mosquitto()
+    import socket
+
+    b = KillableBroker(tmp_path / "broker")
+    with socket.socket() as s:
+        s.bind((b.host, 0))
+        b.port = s.getsockname()[1]
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A real paho client on ``edgetune/v1/<device>/#`` (QoS 1) that decodes what arrives.
+
+    It reconnects fast (0.05 s) and resubscribes, so after a broker restart it is back before
+    a device that waits the default second.
+    """
+
+    def __init__(self, host: str, port: int, device: str = DEVICE) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.device = device
+        self.received: list[tuple[str, dict[str, Any], bool]] = []  # (topic kind, envelope, retained)
+        self.subscriptions = 0
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{next(_ids)}",
+                                   protocol=mqtt.MQTTv5)
+        self._client.reconnect_delay_set(0.05, 0.2)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.connect(host, port)
+        self._client.loop_start()
+        wait_for(lambda: self.subscriptions > 0, 5.0)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe(f"{topics.PREFIX}/{self.device}/#", qos=1)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        with self._lock:
+            self.subscriptions += 1
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        device, kind = topics.parse_device_topic(msg.topic)
+        envelope = messages.decode_for_topic(device, kind, msg.payload)  # the device sent only valid messages
+        with self._lock:
+            self.received.append((kind, envelope, bool(msg.retain)))
+
+    def envelopes(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [env for k, env, _ in self.received if k == kind]
+
+    def seqs(self, kind: str = "events") -> list[int]:
+        return [env["seq"] for env in self.envelopes(kind)]
+
+    def statuses(self) -> list[tuple[dict[str, Any], bool]]:
+        with self._lock:
+            return [(env, retained) for k, env, retained in self.received if k == "status"]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        # paho closes its wake-up socket pair in __del__: break the cycle through our callbacks
+        # so that happens now, not in a GC pass that would report the sockets as leaked.
+        self._client.on_connect = self._client.on_subscribe = self._client.on_message = None
+
+
+@pytest.fixture
+def subscribe() -> Iterator[Any]:
+    """``subscribe(broker)`` -> a connected :class:`Subscriber`; all are closed after the test."""
+    made: list[Subscriber] = []
+
+    def factory(b: MosquittoBroker, device: str = DEVICE) -> Subscriber:
+        assert b.port is not None
+        sub = Subscriber(b.host, b.port, device)
+        made.append(sub)
+        return sub
+
+    yield factory
+    for sub in made:
+        sub.close()
+
