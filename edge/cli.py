@@ -32,17 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     def runtime(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--providers", default="auto", metavar="LIST",
+        p.add_argument("--providers", metavar="LIST",
                        help="'auto' (TensorRT > CUDA > CPU) or a list such as 'cuda,cpu' (default: auto)")
         p.add_argument("--require-accelerator", action="store_true",
                        help="fail instead of running on the CPU alone")
-        p.add_argument("--threads", type=int, default=0, metavar="N",
+        p.add_argument("--threads", type=int, metavar="N",
                        help="ONNX Runtime intra-op threads (0: its default)")
 
     run = cmds.add_parser("run", help="classify an audio source continuously")
-    common(run)
+    run.add_argument("--bundle", metavar="DIR", help="the bundle directory or its .tar (or `bundle` in --config)")
+    run.add_argument("--state-dir", metavar="DIR", help="device state (outbox, head versions, engine cache)")
+    run.add_argument("--json", action="store_true", help="one JSON object per detection on stdout")
     runtime(run)
-    run.add_argument("--audio", required=True, metavar="URI",
+    run.add_argument("--audio", metavar="URI",
                      help="wav:PATH (or a path), - (raw s16le mono PCM on stdin), mic:[DEVICE], alsa:[DEVICE]")
     run.add_argument("--raw-rate", type=int, metavar="HZ",
                      help="sample rate of raw PCM on stdin (default: the bundle's); declared, never guessed")
@@ -52,9 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--threshold", type=float, help="smoothed score that fires a detection (default 0.5)")
     run.add_argument("--smoothing-hops", type=int, help="hops the scores are averaged over (default 3)")
     run.add_argument("--refractory-ms", type=float, help="quiet time after a detection (default: one clip)")
-    run.add_argument("--hop-ms", type=float, default=100.0, help="audio per inference in ms (default 100)")
-    run.add_argument("--metrics-interval", type=float, default=10.0, metavar="S",
+    run.add_argument("--hop-ms", type=float, help="audio per inference in ms (default 100)")
+    run.add_argument("--metrics-interval", type=float, metavar="S",
                      help="seconds of audio between metrics reports (default 10)")
+    run.add_argument("--flush-timeout", type=float, default=10.0, metavar="S",
+                     help="at the end, seconds to wait for the broker to acknowledge telemetry (default 10)")
     run.set_defaults(func=_cmd_run)
 
     enroll = cmds.add_parser("enroll", help="fine-tune the head on DIR/<label>/*.wav; saves a new head version")
@@ -82,8 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _provider_settings(args: argparse.Namespace):
     from .runtime.providers import ProviderSettings
 
-    return ProviderSettings(providers=args.providers, require_accelerator=args.require_accelerator,
-                            intra_op_threads=args.threads)
+    given = {"providers": args.providers, "intra_op_threads": args.threads}
+    return ProviderSettings(require_accelerator=args.require_accelerator,
+                            **{k: v for k, v in given.items() if v is not None})
 
 
 def _open_store(args: argparse.Namespace):
@@ -104,40 +109,71 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _telemetry_sink(args: argparse.Namespace):
-    """The MQTT sink, when --broker or --config asks for one (wired to edgetune.edge.telemetry)."""
-    from edgetune.errors import UsageError
+def _daemon_config(args: argparse.Namespace):
+    """One :class:`~.config.DaemonConfig` from the TOML file (if any) with the flags on top."""
+    from .config import default_device_id, load_config, parse_broker
 
-    if args.broker or args.config or args.device_id:
-        raise UsageError("--config, --broker and --device-id need the MQTT telemetry, which this build does not "
-                         "wire into `edge run` yet; run without them to print detections only")
-    return None
+    host, port = parse_broker(args.broker) if args.broker else (None, None)
+    overrides = {
+        "device_id": args.device_id, "bundle": args.bundle, "state_dir": args.state_dir,
+        "audio": {"source": args.audio, "hop_ms": args.hop_ms, "threshold": args.threshold,
+                  "smoothing_hops": args.smoothing_hops, "refractory_ms": args.refractory_ms},
+        "runtime": {"providers": args.providers, "require_accelerator": args.require_accelerator or None,
+                    "intra_op_threads": args.threads},
+        "mqtt": {"host": host, "port": port},
+        "metrics": {"interval_s": args.metrics_interval},
+    }
+    if args.config is None:
+        from edgetune.errors import UsageError
+
+        missing = [flag for flag, value in (("--bundle", args.bundle), ("--audio", args.audio)) if value is None]
+        if missing:
+            raise UsageError(f"edge run needs {' and '.join(missing)} (or --config FILE.toml that sets them)")
+        overrides["device_id"] = args.device_id or default_device_id()
+    return load_config(args.config, overrides)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .audio.detect import DetectorSettings
     from .audio.models import AudioModels
     from .audio.sources import open_source
+    from .bundle import load_bundle
+    from .head_store import HeadStore
     from .run import RunSettings, run_audio
+    from .runtime.providers import ProviderSettings
     from .sinks import FanoutSink, StreamSink
+    from .state import resolve_state_dir
 
-    bundle, store, state_dir = _open_store(args)
-    given = {"threshold": args.threshold, "smoothing_hops": args.smoothing_hops,
-             "refractory_s": None if args.refractory_ms is None else args.refractory_ms / 1000.0}
-    detector = DetectorSettings(**{k: v for k, v in given.items() if v is not None})
-    settings = RunSettings(hop_ms=args.hop_ms, detector=detector, providers=_provider_settings(args),
-                           metrics_interval_s=args.metrics_interval)
+    cfg = _daemon_config(args)
+    state_dir = resolve_state_dir(cfg.state_dir)
+    bundle = load_bundle(cfg.bundle, state_dir=state_dir)
+    store = HeadStore(bundle, state_dir)
+    audio = cfg.audio
+    detector = DetectorSettings(threshold=audio.threshold, smoothing_hops=audio.smoothing_hops,
+                                refractory_s=None if audio.refractory_ms is None else audio.refractory_ms / 1000.0)
+    providers = ProviderSettings(providers=cfg.runtime.providers, require_accelerator=cfg.runtime.require_accelerator,
+                                 intra_op_threads=cfg.runtime.intra_op_threads)
+    settings = RunSettings(hop_ms=audio.hop_ms, detector=detector, providers=providers,
+                           metrics_interval_s=cfg.metrics.interval_s)
     version = store.current_version
     head = store.head(version)
-    telemetry = _telemetry_sink(args)
     if bundle.manifest.audio is None:
         from .contract import ContractError
 
         raise ContractError(f"bundle {bundle.bundle_id} has no audio modality; `edge run --audio` needs one")
     # The source first: a wrong URI is reported before the models load.
-    source = open_source(args.audio, bundle.manifest.audio.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate)
-    printer = StreamSink(sys.stdout, as_json=args.json)
-    sink = FanoutSink(printer, telemetry) if telemetry is not None else printer
+    source = open_source(audio.source, bundle.manifest.audio.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate)
+    models = AudioModels(bundle, settings.providers, state_dir=state_dir)
+    sink = printer = StreamSink(sys.stdout, as_json=args.json)
+    telemetry = None
+    if cfg.mqtt.host is not None:
+        from .telemetry.publisher import Telemetry
+        from .telemetry.sink import TelemetrySink
+
+        telemetry = Telemetry.from_config(cfg, state_dir=state_dir, status_extra={
+            "bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
+            "head_version": version, "provider": models.provider})
+        sink = FanoutSink(printer, TelemetrySink(telemetry))
 
     stops = []
 
@@ -152,12 +188,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         with source:
-            models = AudioModels(bundle, settings.providers, state_dir=state_dir)
             summary = run_audio(bundle, source, settings, sink, head=head, head_version=version, models=models,
                                 state_dir=state_dir)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if telemetry is not None:
+            # What is not acknowledged in time stays in the on-disk outbox for the next start.
+            if not telemetry.close(timeout_s=args.flush_timeout):
+                log.warning("telemetry: %d messages not yet acknowledged stay in the outbox for the next start",
+                            telemetry.counters.pending)
     log.info("summary: %s", json.dumps(summary.to_json(), sort_keys=True))
     return 0
 

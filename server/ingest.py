@@ -192,12 +192,10 @@ def classify(device: str, kind: str, payload: bytes) -> str:
         return "oversized"
     try:
         msg = messages.decode(payload)
-    except ContractError as exc:
-        # decode() raises from inside its `except (UnicodeDecodeError, ValueError)` for bad JSON.
-        context = exc.__context__
-        return "not_json" if isinstance(context, ValueError) and not isinstance(context, ContractError) else "schema"
-    except RecursionError:
+    except messages.NotJsonError:
         return "not_json"
+    except ContractError:
+        return "schema"
     if msg["device"] != device:
         return "device_mismatch"
     return "type_mismatch"
@@ -258,8 +256,6 @@ class Ingest:
             return messages.decode_for_topic(device, kind, payload)
         except ContractError as exc:
             self._reject(classify(device, kind, payload), topic, str(exc))
-        except RecursionError:
-            self._reject("not_json", topic, "message is not JSON: nested too deeply")
         return None
 
     def store(self, msg: dict[str, Any], topic: str) -> Outcome:

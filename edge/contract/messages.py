@@ -35,6 +35,10 @@ KIND_FOR_TYPE = {v: k for k, v in TYPE_FOR_KIND.items()}
 _Check = Callable[[Any], bool]
 
 
+class NotJsonError(ContractError):
+    """The payload is not UTF-8 JSON at all (as opposed to JSON that breaks the schema)."""
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -192,9 +196,9 @@ def decode(payload: bytes) -> dict[str, Any]:
     try:
         msg = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ContractError(f"message is not UTF-8 JSON: {exc}") from None
+        raise NotJsonError(f"message is not UTF-8 JSON: {exc}") from None
     except RecursionError:
-        raise ContractError("message JSON is nested too deeply; expected an envelope object") from None
+        raise NotJsonError("message JSON is nested too deeply; expected an envelope object") from None
     return validate(msg)
 
 

@@ -7,16 +7,12 @@ and is skipped without it.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) leaves the repository off sys.path
-    sys.path.append(str(_ROOT))
 
 RATE = 16000
 
@@ -25,7 +21,7 @@ RATE = 16000
 def _session_bundle(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from tests.support.bundles import make_bundle
+    from support.bundles import make_bundle
 
     return make_bundle(tmp_path_factory.mktemp("edge-bundle") / "random")
 
@@ -33,7 +29,7 @@ def _session_bundle(tmp_path_factory) -> Path:
 @pytest.fixture
 def bundle_dir(_session_bundle, tmp_path) -> Path:
     """A private copy of a real bundle (random weights): a test may change its bytes."""
-    from tests.support.bundles import make_bundle
+    from support.bundles import make_bundle
 
     return make_bundle(tmp_path / "bundle")
 

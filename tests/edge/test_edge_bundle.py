@@ -38,7 +38,7 @@ def test_a_flipped_byte_in_any_file_is_refused_naming_the_file(bundle_dir, index
 
 
 def test_content_id_changes_with_the_bundle(bundle_dir, tmp_path):
-    from tests.support.bundles import make_bundle
+    from support.bundles import make_bundle
 
     other = make_bundle(tmp_path / "other", seed=1)
     assert load_bundle(bundle_dir).content_id != load_bundle(other).content_id

@@ -6,22 +6,16 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-# tests/ holds the shared helpers package `support` (tests/ has no __init__.py).
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto
+from support.telemetry import wait_for
 
-from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto  # noqa: E402
-from support.telemetry import wait_for  # noqa: E402
-
-from edgetune.edge.contract import messages, topics  # noqa: E402
+from edgetune.edge.contract import messages, topics
 
 DEVICE = "jetson-test-01"
 _ids = itertools.count()

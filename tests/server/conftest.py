@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-# tests/ holds the shared helpers package `support` (tests/ has no __init__.py, so pytest does
-# not put it on sys.path by itself).
-_TESTS = str(Path(__file__).resolve().parents[1])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto
+from support.telemetry import Publisher
 
-from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto  # noqa: E402
-from support.telemetry import Publisher  # noqa: E402
-
-from edgetune.server.ingest import IngestConfig  # noqa: E402
-from edgetune.server.service import Server, ServerConfig  # noqa: E402
-from edgetune.server.store import Store  # noqa: E402
+from edgetune.server.ingest import IngestConfig
+from edgetune.server.service import Server, ServerConfig
+from edgetune.server.store import Store
 
 _client_ids = itertools.count()
 
