@@ -1,10 +1,220 @@
-"""``edgetune demo``: every program on one machine, on embedded defaults."""
+"""``edgetune demo``: every program on one machine, on embedded defaults.
+
+1. The exporter synthesises speech with espeak-ng, trains the source keyword model (the ten
+   digits and a dozen commands), tests it on held-out voices, and exports the bundle.
+2. A Mosquitto broker on a free port and the server (SQLite in the work folder, HTTP on a free
+   port) start.
+3. The device verifies the bundle, measures its head on held-out clips that include three
+   words the source model never heard, fine-tunes the head on a few clips of them spoken by
+   the site's voices, and measures again.
+4. The device streams a WAV of held-out clips through the new head and publishes its
+   detections and metrics over MQTT; the server stores them.
+5. A summary: accuracies, events published and stored, the dashboard's address.
+
+Everything lands in a temporary folder, or in ``--out DIR``, which is kept.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEVICE_ID = "demo-jetson-01"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="(being built)")
-    parser.set_defaults(func=lambda args: parser.print_help())
+    parser = sub.add_parser("demo", help="run exporter, device, broker and server on this machine",
+                            description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", metavar="DIR", help="keep everything the demo makes in DIR (bundle, database, logs)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the exporter's)")
+    parser.add_argument("--serve", type=float, default=0.0, metavar="S",
+                        help="keep the dashboard up for S seconds after the summary (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if not args.verbose:  # the numbered steps and the summary say what happens; -v shows the logs
+        logging.getLogger().setLevel(logging.WARNING)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = run_demo(out, epochs=args.epochs, serve_s=args.serve)
+    else:
+        with tempfile.TemporaryDirectory(prefix="edgetune-demo-") as tmp:
+            summary = run_demo(Path(tmp), epochs=args.epochs, serve_s=args.serve)
+    print(json.dumps(summary, indent=2) if args.json else render(summary))
+    ok = summary["telemetry"]["events_stored"] == summary["telemetry"]["events_published"]
+    return 0 if ok else 1
+
+
+class _Steps:
+    """Numbered progress lines on stderr, with the time each step took."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
+
+    def __call__(self, what: str) -> None:
+        self.n += 1
+        print(f"[{self.n}/{self.total}] {what} (t={time.perf_counter() - self.t0:.0f} s)", file=sys.stderr, flush=True)
+
+
+def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> dict[str, Any]:
+    """Run the whole path in ``out`` and return the summary (see :func:`render`)."""
+    from edgetune.edge.bundle import load_bundle
+    from edgetune.edge.enroll import enroll
+    from edgetune.edge.evaluate import evaluate_folder
+    from edgetune.edge.head_store import HeadStore
+    from edgetune.export.train import TrainConfig, train_keyword_bundle
+    from edgetune.localbroker import LocalBroker
+
+    from . import demo_data
+
+    step = _Steps(6)
+    t_start = time.perf_counter()
+    state_dir = out / "device-state"
+
+    step("exporter: synthesising speech and training the source model")
+    config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
+    trained = train_keyword_bundle(out / "bundle", config, progress=True, overwrite=True)
+    host = trained.metrics["test"]
+
+    step("on-site data: new keywords from the site's voices, held-out voices for testing")
+    site = demo_data.write_site_data(_fresh(out / "site-data"), config.data.test_voices, seed=config.seed)
+    eval_dir = demo_data.merge_label_folders(_fresh(out / "eval"), trained.test_data_dir, site / "test")
+
+    step("device: verifying the bundle and measuring the bundle's head on held-out clips")
+    bundle = load_bundle(out / "bundle", state_dir=state_dir)
+    store = HeadStore(bundle, state_dir)
+    before = evaluate_folder(bundle, eval_dir, bundle.head.weight, bundle.head.bias, bundle.head.labels)
+
+    step("device: fine-tuning the head on the site's clips (new labels allowed)")
+    report = enroll(bundle, site / "train", store)
+    head = store.head()
+    after = evaluate_folder(bundle, eval_dir, head.weight, head.bias, head.labels)
+
+    step("broker + server + device: streaming held-out clips, publishing over MQTT")
+    with LocalBroker(workdir=out / "broker") as broker:
+        stream = _stream(out, bundle, head, store.current_version, eval_dir, broker, serve_s)
+
+    step("done")
+    return {
+        "host": {"test_accuracy": host["accuracy"], "n": host["n"], "voices": host["voices"],
+                 "baselines": {k: v.get("accuracy") for k, v in trained.metrics.get("baselines", {}).items()},
+                 "timings_s": trained.timings_s},
+        "device": {"new_labels": list(demo_data.NEW_WORDS), "enrolled_files": report.to_json().get("n_files"),
+                   "accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "n": after.n,
+                   "head_version": store.current_version, "promoted": report.to_json().get("promoted")},
+        **stream,
+        "out": str(out),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def _fresh(path: Path) -> Path:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def _stream(out: Path, bundle, head, head_version: int, eval_dir: Path, broker, serve_s: float) -> dict[str, Any]:
+    from edgetune.edge.audio.sources import open_source
+    from edgetune.edge.run import RunSettings, run_audio
+    from edgetune.edge.sinks import CollectingSink, FanoutSink
+    from edgetune.edge.telemetry.publisher import Telemetry
+    from edgetune.edge.telemetry.sink import TelemetrySink
+    from edgetune.server.ingest import IngestConfig
+    from edgetune.server.service import Server, ServerConfig
+
+    from . import demo_data
+
+    truth = demo_data.write_stream(eval_dir, out / "stream.wav")
+    host, port = broker.address
+    token = secrets.token_urlsafe(16)
+    server = Server(ServerConfig(db=str(out / "server.db"), http_port=0, token=token,
+                                 ingest=IngestConfig(host=host, port=port, client_id="edgetune-demo-server")))
+    server.start()
+    try:
+        if not server.wait_subscribed(10.0):
+            raise RuntimeError(f"the server did not subscribe to the broker at {host}:{port} within 10 s")
+        telemetry = Telemetry(DEVICE_ID, out / "device-state" / "outbox.db", host, port,
+                              status_extra={"bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
+                                            "head_version": head_version})
+        collected = CollectingSink()
+        try:
+            telemetry.wait_connected(10.0)
+            source = open_source(f"wav:{out / 'stream.wav'}", bundle.manifest.audio.frontend.sample_rate_hz)
+            summary = run_audio(bundle, source, RunSettings(metrics_interval_s=5.0),
+                                FanoutSink(collected, TelemetrySink(telemetry)), head=head, head_version=head_version)
+            flushed = telemetry.flush(30.0)
+            sent = telemetry.counters
+        finally:
+            telemetry.close(5.0)
+        events = len(collected.events)
+        stored = _wait_stored(server, DEVICE_ID, "event", events, timeout_s=20.0)
+        stats = server.store.stats()
+        clip_s = bundle.manifest.audio.clip_samples / bundle.manifest.audio.frontend.sample_rate_hz
+        scored = demo_data.score_stream(truth, [(d.detection.label, d.detection.offset_s)
+                                                for d in collected.events], clip_s)
+        if serve_s > 0:
+            print(f"dashboard: {server.url}?token={token}  (serving for {serve_s:g} s)", file=sys.stderr, flush=True)
+            time.sleep(serve_s)
+        url = f"{server.url}?token={token}"
+    finally:
+        server.stop()
+    return {
+        "stream": {"audio_s": round(summary.audio_s, 1), "hops": summary.hops, "provider": summary.provider,
+                   "latency_ms": summary.latency_ms, "errors": summary.errors, **scored},
+        "telemetry": {"events_published": events, "events_stored": stored, "flushed": flushed,
+                      "acked": sent.acked, "pending": sent.pending, "duplicates": stats.get("duplicates"),
+                      "rejected": stats.get("rejected"), "stored_by_type": stats.get("stored")},
+        "dashboard": url,
+        "database": str(out / "server.db"),
+    }
+
+
+def _wait_stored(server, device: str, type_: str, expected: int, timeout_s: float) -> int:
+    """Events the server has stored for ``device``, waiting up to ``timeout_s`` for ``expected``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        n = server.store.stats()["stored"].get(type_, 0)
+        if n >= expected or time.monotonic() > deadline:
+            return n
+        time.sleep(0.1)
+
+
+def render(s: dict[str, Any]) -> str:
+    """The summary as a person reads it."""
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    base = ", ".join(f"{k} {pct(v)}" for k, v in s["host"]["baselines"].items())
+    d, st, t = s["device"], s["stream"], s["telemetry"]
+    lines = [
+        "",
+        "edgetune demo summary",
+        f"  source model, held-out voices:   {pct(s['host']['test_accuracy'])} (n={s['host']['n']})"
+        + (f"; baselines: {base}" if base else ""),
+        f"  device, held-out clips incl. new words {', '.join(d['new_labels'])}:",
+        f"    before on-device fine-tuning:  {pct(d['accuracy_before'])} (n={d['n']})",
+        f"    after  on-device fine-tuning:  {pct(d['accuracy_after'])} (head v{d['head_version']}, "
+        f"promoted: {d['promoted']})",
+        f"  streaming {st['audio_s']} s of audio on {st['provider']}: {st['hits']}/{st['keywords']} keywords detected, "
+        f"{st['wrong_label']} wrong label, {st['spurious']} spurious; hop latency p50 "
+        f"{st['latency_ms'].get('p50', 0):.2f} ms, p99 {st['latency_ms'].get('p99', 0):.2f} ms",
+        f"  events published: {t['events_published']}   events stored by the server: {t['events_stored']}"
+        f"   (duplicates {t['duplicates']}, rejected {t['rejected']})",
+        f"  dashboard (while running): {s['dashboard']}",
+        f"  database: {s['database']}",
+        f"  wall time: {s['wall_s']} s",
+    ]
+    return "\n".join(lines)
