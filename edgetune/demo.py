@@ -81,7 +81,9 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
 
     step = _Steps(6)
     t_start = time.perf_counter()
-    state_dir = out / "device-state"
+    state_dir = _fresh(out / "device-state")  # a rerun in the same --out starts a new device
+    for old in ("server.db", "server.db-wal", "server.db-shm"):
+        (out / old).unlink(missing_ok=True)
 
     step("exporter: synthesising speech and training the source model")
     config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
@@ -111,13 +113,26 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
         "host": {"test_accuracy": host["accuracy"], "n": host["n"], "voices": host["voices"],
                  "baselines": {k: v.get("accuracy") for k, v in trained.metrics.get("baselines", {}).items()},
                  "timings_s": trained.timings_s},
-        "device": {"new_labels": list(demo_data.NEW_WORDS), "enrolled_files": report.to_json().get("n_files"),
+        "device": {"new_labels": list(demo_data.NEW_WORDS), "enrolled_files": report.n_files,
                    "accuracy_before": before.accuracy, "accuracy_after": after.accuracy, "n": after.n,
-                   "head_version": store.current_version, "promoted": report.to_json().get("promoted")},
+                   "old_words": {"before": _accuracy_on(before, demo_data.NEW_WORDS, False),
+                                 "after": _accuracy_on(after, demo_data.NEW_WORDS, False)},
+                   "new_words": {"before": _accuracy_on(before, demo_data.NEW_WORDS, True),
+                                 "after": _accuracy_on(after, demo_data.NEW_WORDS, True)},
+                   "head_version": store.current_version, "promoted": report.promoted},
         **stream,
         "out": str(out),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
+
+
+def _accuracy_on(result, labels: tuple[str, ...], inside: bool) -> float | None:
+    """Accuracy over the confusion rows whose true label is (``inside``) or is not in ``labels``."""
+    rows = [i for i, name in enumerate(result.row_labels) if (name in labels) == inside]
+    total = sum(sum(result.confusion[i]) for i in rows)
+    correct = sum(result.confusion[i][result.labels.index(result.row_labels[i])] for i in rows
+                  if result.row_labels[i] in result.labels)
+    return correct / total if total else None
 
 
 def _fresh(path: Path) -> Path:
@@ -205,9 +220,11 @@ def render(s: dict[str, Any]) -> str:
         f"  source model, held-out voices:   {pct(s['host']['test_accuracy'])} (n={s['host']['n']})"
         + (f"; baselines: {base}" if base else ""),
         f"  device, held-out clips incl. new words {', '.join(d['new_labels'])}:",
-        f"    before on-device fine-tuning:  {pct(d['accuracy_before'])} (n={d['n']})",
-        f"    after  on-device fine-tuning:  {pct(d['accuracy_after'])} (head v{d['head_version']}, "
-        f"promoted: {d['promoted']})",
+        f"    before on-device fine-tuning:  {pct(d['accuracy_before'])} (n={d['n']}; source words "
+        f"{pct(d['old_words']['before'])}, new words {pct(d['new_words']['before'])})",
+        f"    after  on-device fine-tuning:  {pct(d['accuracy_after'])} (source words {pct(d['old_words']['after'])}, "
+        f"new words {pct(d['new_words']['after'])}; head v{d['head_version']}, promoted: {d['promoted']}, "
+        f"{d['enrolled_files']} site clips)",
         f"  streaming {st['audio_s']} s of audio on {st['provider']}: {st['hits']}/{st['keywords']} keywords detected, "
         f"{st['wrong_label']} wrong label, {st['spurious']} spurious; hop latency p50 "
         f"{st['latency_ms'].get('p50', 0):.2f} ms, p99 {st['latency_ms'].get('p99', 0):.2f} ms",

@@ -49,7 +49,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    replay_per_class: int = 8
+    replay_per_class: int = 32
     baselines: bool = True
     threads: int | None = None
     bundle_id: str = "edgetune-kws-espeak"
