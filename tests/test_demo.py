@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from support.broker import find_mosquitto
 
 from edgetune.edge.contract.manifest import verify_bundle
+from edgetune.localbroker import find_mosquitto
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.espeak]
 

@@ -8,23 +8,20 @@ stream is those words spoken by voices the model never heard.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from support.broker import find_mosquitto
 from support.telemetry import wait_for
 
 from edgetune.edge.contract import messages, topics
-from edgetune.localbroker import LocalBroker, free_port
+from edgetune.localbroker import LocalBroker, find_mosquitto, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.espeak]
 

@@ -3,57 +3,19 @@
 from __future__ import annotations
 
 import itertools
-import os
-import signal
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto
 from support.telemetry import wait_for
 
 from edgetune.edge.contract import messages, topics
+from edgetune.localbroker import BrokerUnavailable, LocalBroker, find_mosquitto, free_port
 
 DEVICE = "jetson-test-01"
 _ids = itertools.count()
-
-
-class KillableBroker(MosquittoBroker):
-    """The shared test broker, plus: start on a chosen port, SIGKILL, restart on the same port."""
-
-    def start_on(self, port: int, timeout_s: float = 5.0) -> None:
-        binary = find_mosquitto()
-        if binary is None:
-            raise BrokerUnavailable("mosquitto is not installed")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} {self.host}\nallow_anonymous true\npersistence false\n{self.extra_config}\n")
-        log = open(self.log_path, "ab")  # noqa: SIM115 -- closed by stop() or kill()
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-        if not self._wait_listening(proc, port, timeout_s):
-            proc.kill()
-            proc.wait()
-            log.close()
-            raise BrokerUnavailable(f"mosquitto did not start on port {port}; see {self.log_path}")
-        self.port, self._proc, self._log = port, proc, log
-
-    def kill(self) -> None:
-        """SIGKILL the broker: no clean shutdown, no will for anyone, nothing saved."""
-        proc = self._proc
-        assert proc is not None, "broker not running"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        self._proc = None
-        if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
-            self._log = None
-
-    def restart(self) -> None:
-        assert self.port is not None
-        self.start_on(self.port)
 
 
 def _require_mosquitto() -> None:
@@ -62,10 +24,10 @@ def _require_mosquitto() -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[KillableBroker]:
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A private Mosquitto on a free port for this test; skipped if mosquitto is not installed."""
     _require_mosquitto()
-    b = KillableBroker(tmp_path / "broker")
+    b = LocalBroker(tmp_path / "broker")
     try:
         b.start()
     except BrokerUnavailable as exc:
@@ -78,10 +40,10 @@ def broker(tmp_path: Path) -> Iterator[KillableBroker]:
 def make_broker(tmp_path: Path) -> Iterator[Any]:
     """``make_broker(extra_config)`` -> a started broker with extra mosquitto.conf lines."""
     _require_mosquitto()
-    made: list[KillableBroker] = []
+    made: list[LocalBroker] = []
 
-    def factory(extra_config: str) -> KillableBroker:
-        b = KillableBroker(tmp_path / f"broker-{len(made)}", extra_config=extra_config)
+    def factory(extra_config: str) -> LocalBroker:
+        b = LocalBroker(tmp_path / f"broker-{len(made)}", extra_config=extra_config)
         made.append(b)
         b.start()
         return b
@@ -92,15 +54,10 @@ def make_broker(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def stopped_broker(tmp_path: Path) -> Iterator[KillableBroker]:
+def stopped_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A broker that is not running yet; ``port`` is chosen (free now), ``start_on(port)`` starts it."""
     _require_mosquitto()
-    import socket
-
-    b = KillableBroker(tmp_path / "broker")
-    with socket.socket() as s:
-        s.bind((b.host, 0))
-        b.port = s.getsockname()[1]
+    b = LocalBroker(tmp_path / "broker", port=free_port())
     yield b
     b.stop()
 
@@ -166,7 +123,7 @@ def subscribe() -> Iterator[Any]:
     """``subscribe(broker)`` -> a connected :class:`Subscriber`; all are closed after the test."""
     made: list[Subscriber] = []
 
-    def factory(b: MosquittoBroker, device: str = DEVICE) -> Subscriber:
+    def factory(b: LocalBroker, device: str = DEVICE) -> Subscriber:
         assert b.port is not None
         sub = Subscriber(b.host, b.port, device)
         made.append(sub)

@@ -1,6 +1,5 @@
 """Fixtures for the exporter's tests; they need the ``export`` extra (torch, onnx, onnxruntime)."""
 
-from pathlib import Path
 
 import pytest
 

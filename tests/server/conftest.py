@@ -8,9 +8,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from support.broker import BrokerUnavailable, MosquittoBroker, find_mosquitto
 from support.telemetry import Publisher
 
+from edgetune.localbroker import BrokerUnavailable, LocalBroker, find_mosquitto
 from edgetune.server.ingest import IngestConfig
 from edgetune.server.service import Server, ServerConfig
 from edgetune.server.store import Store
@@ -19,11 +19,11 @@ _client_ids = itertools.count()
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A private Mosquitto on a free port for this test; skipped if mosquitto is not installed."""
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set $MOSQUITTO to the binary)")
-    b = MosquittoBroker(tmp_path / "broker")
+    b = LocalBroker(tmp_path / "broker")
     try:
         b.start()
     except BrokerUnavailable as exc:
@@ -33,7 +33,7 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
 
 
 @pytest.fixture
-def publisher(broker: MosquittoBroker) -> Iterator[Publisher]:
+def publisher(broker: LocalBroker) -> Iterator[Publisher]:
     """A device-like QoS 1 publisher connected to ``broker``."""
     with Publisher(broker.host, broker.port) as p:
         yield p
@@ -52,7 +52,7 @@ def store(db_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def make_server(broker: MosquittoBroker, db_path: Path) -> Iterator[Callable[..., Server]]:
+def make_server(broker: LocalBroker, db_path: Path) -> Iterator[Callable[..., Server]]:
     """``make_server(**overrides)`` -> an unstarted Server on ``broker`` and ``db_path``, HTTP on a free port.
 
     Every server made here is stopped at the end of the test. Overrides are ServerConfig fields,
