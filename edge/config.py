@@ -34,6 +34,8 @@ from typing import Any, ClassVar, Mapping
 
 from edgetune.errors import UsageError
 
+from .runtime.providers import ALIASES
+
 from .contract.errors import ContractError
 from .contract.topics import check_device_id
 from .telemetry.outbox import OVERFLOW_POLICIES
@@ -54,8 +56,7 @@ __all__ = [
 #: The file the outbox lives in, inside the state directory.
 OUTBOX_FILE = "outbox.sqlite"
 #: Short names for ONNX Runtime execution providers (as the ``--providers`` flag takes them).
-PROVIDER_ALIASES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
-                    "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+PROVIDER_ALIASES = ALIASES  # short provider names, defined once beside the session code
 
 
 class ConfigError(UsageError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Sequence
@@ -19,22 +20,37 @@ def latency_percentiles(latencies_ms: Sequence[float]) -> dict[str, float]:
             "p99": round(float(p99), 4), "max": round(float(values.max()), 4), "mean": round(float(values.mean()), 4)}
 
 
-def rss_mb() -> float | None:
-    """Resident memory of this process in MB (Linux), or ``None``."""
+def rss_mb(status_path: str | Path = "/proc/self/status") -> float | None:
+    """Resident memory of this process in MiB (``VmRSS``), or None where /proc is absent."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
+        with open(status_path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)  # the value is in kB
+    except (OSError, ValueError, IndexError):
         return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+    return None
 
 
-def temperature_c(thermal_root: Path = Path("/sys/class/thermal")) -> float | None:
-    """The hottest thermal zone in degrees Celsius (a Jetson has several), or ``None``."""
-    temps = []
-    for zone in sorted(thermal_root.glob("thermal_zone*/temp")):
+def temperature_c(thermal_root: str | Path = "/sys/class/thermal") -> float | None:
+    """The hottest CPU thermal zone in degrees Celsius, or None where there are no zones.
+
+    Jetsons expose ``thermal_zone*/type`` (``CPU-therm``, ``GPU-therm``, ``SOC0-thermal``…) and
+    ``temp`` in millidegrees. Zones whose type mentions the CPU are preferred; without one, the
+    hottest zone of any type is used. ``PMIC`` zones are skipped: on the Jetson Nano its
+    ``PMIC-Die`` zone reads a constant 100 °C and would hide every real reading.
+    """
+    cpu: list[float] = []
+    other: list[float] = []
+    for zone in sorted(glob.glob(os.path.join(str(thermal_root), "thermal_zone*"))):
         try:
-            temps.append(int(zone.read_text().strip()) / 1000.0)
+            kind = Path(zone, "type").read_text(encoding="ascii", errors="replace").strip().lower()
+            milli_c = int(Path(zone, "temp").read_text(encoding="ascii").strip())
         except (OSError, ValueError):
+            continue  # some zones refuse reads (powered-down sensors) or are not numbers
+        celsius = milli_c / 1000.0
+        if "pmic" in kind or not -60.0 < celsius < 200.0:
             continue
-    plausible = [t for t in temps if -40.0 < t < 150.0]
-    return round(max(plausible), 1) if plausible else None
+        (cpu if "cpu" in kind else other).append(celsius)
+    readings = cpu or other
+    return round(max(readings), 1) if readings else None

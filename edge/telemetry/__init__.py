@@ -1,12 +1,10 @@
-"""Device -> server telemetry: a disk-backed outbox, the MQTT publisher and per-window metrics.
+"""Device -> server telemetry: a disk-backed outbox, the MQTT publisher, the streaming sink.
 
 - :mod:`.outbox`: :class:`Outbox`, pending messages and the sequence counter in one SQLite file.
 - :mod:`.publisher`: :class:`Telemetry`, sends the outbox over MQTT (paho, imported when used).
-- :mod:`.metrics`: :class:`MetricsWindow`, latency percentiles, real-time factor, memory, heat.
 - :mod:`.sink`: :class:`TelemetrySink`, the streaming loop's sink that publishes.
 
-Importing this package imports neither paho nor anything heavy; NumPy is imported by
-:mod:`.metrics` only when it is used.
+Importing this package imports neither paho nor anything heavy.
 """
 
 from __future__ import annotations
@@ -16,13 +14,11 @@ from typing import TYPE_CHECKING, Any
 from .outbox import OVERFLOW_POLICIES, Outbox, OutboxCounts, OutboxError, PendingMessage
 
 if TYPE_CHECKING:
-    from .metrics import MetricsWindow
     from .publisher import Telemetry, TelemetryCounters
     from .sink import TelemetrySink
 
 __all__ = [
     "OVERFLOW_POLICIES",
-    "MetricsWindow",
     "Outbox",
     "OutboxCounts",
     "OutboxError",
@@ -32,7 +28,7 @@ __all__ = [
     "TelemetrySink",
 ]
 
-_LAZY = {"MetricsWindow": ".metrics", "Telemetry": ".publisher", "TelemetryCounters": ".publisher",
+_LAZY = {"Telemetry": ".publisher", "TelemetryCounters": ".publisher",
          "TelemetrySink": ".sink"}
 
 

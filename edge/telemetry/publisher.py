@@ -194,7 +194,7 @@ class Telemetry:
         return self._put("event", body, observed_at)
 
     def metrics(self, body: Mapping[str, Any], observed_at: float | None = None) -> dict[str, Any] | None:
-        """Queue a ``metrics`` body (see :meth:`MetricsWindow.snapshot`); like :meth:`event`.
+        """Queue a ``metrics`` body (see :class:`~edgetune.edge.sinks.MetricsReport`); like :meth:`event`.
 
         The outbox's counters are added as ``body["outbox"]`` unless the body has them.
         """
