@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="the workstation: data, training, export to a bundle",
-                            description=__doc__.splitlines()[0])
+                            description="The workstation: synthesise data, train, export and evaluate bundles.")
     parser.set_defaults(func=lambda args: parser.print_help())
     cmds = parser.add_subparsers(dest="export_command", metavar="{prepare-data,train,evaluate}")
 
