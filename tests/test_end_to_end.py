@@ -225,3 +225,20 @@ def test_enrol_then_evaluate_from_the_command_line(trained_bundle, tmp_path):
     assert after["accuracy"] > before["accuracy"]
     assert host["accuracy"] == pytest.approx(before["accuracy"])  # the bundle's head is v0
     assert set(host) >= {"accuracy", "n", "confusion"} and host["n"] == before["n"]
+
+
+def test_the_device_runs_where_torch_cannot_be_imported(trained_bundle, stream_wav, tmp_path):
+    # Prepare: a child interpreter in which `import torch` fails, as on a Jetson with only [edge].
+    wav, said = stream_wav
+    code = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'torchvision', 'onnx'], None)); "
+            "from edgetune.cli import main; sys.exit(main(sys.argv[1:]))")
+
+    # Execute
+    result = subprocess.run([sys.executable, "-c", code, "-q", "edge", "run", "--bundle", str(trained_bundle),
+                             "--audio", f"wav:{wav}", "--state-dir", str(tmp_path / "state"), "--json"],
+                            capture_output=True, text=True, timeout=120)
+
+    # Assert
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = {json.loads(line)["label"] for line in result.stdout.splitlines() if line.strip()}
+    assert labels & set(said)
