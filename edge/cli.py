@@ -111,7 +111,7 @@ def _print_json(data: Any) -> None:
 
 def _daemon_config(args: argparse.Namespace):
     """One :class:`~.config.DaemonConfig` from the TOML file (if any) with the flags on top."""
-    from .config import default_device_id, load_config, parse_broker
+    from .config_file import default_device_id, load_config, parse_broker
 
     host, port = parse_broker(args.broker) if args.broker else (None, None)
     overrides = {

@@ -52,6 +52,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="edgetune-demo-") as tmp:
             summary = run_demo(Path(tmp), epochs=args.epochs, serve_s=args.serve)
+        summary["database"] += " (deleted with the work folder; --out DIR keeps it)"
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     ok = summary["telemetry"]["events_stored"] == summary["telemetry"]["events_published"]
     return 0 if ok else 1

@@ -14,9 +14,8 @@ from edgetune.edge.config import (
     MqttConfig,
     RuntimeConfig,
     TlsConfig,
-    load_config,
-    parse_broker,
 )
+from edgetune.edge.config_file import load_config, parse_broker
 from edgetune.errors import UsageError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "edgetune.toml"
@@ -156,6 +155,6 @@ def test_without_a_file_the_overrides_and_defaults_make_the_config() -> None:
 
 
 def test_the_default_device_id_is_a_valid_topic_level() -> None:
-    from edgetune.edge.config import default_device_id
+    from edgetune.edge.config_file import default_device_id
 
     DaemonConfig(device_id=default_device_id(), bundle="b")  # does not raise
