@@ -145,7 +145,9 @@ def _fresh(path: Path) -> Path:
 
 
 def _stream(out: Path, bundle, head, head_version: int, eval_dir: Path, broker, serve_s: float) -> dict[str, Any]:
+    from edgetune.edge.audio.models import AudioModels
     from edgetune.edge.audio.sources import open_source
+    from edgetune.edge.config import OUTBOX_FILE
     from edgetune.edge.run import RunSettings, run_audio
     from edgetune.edge.sinks import CollectingSink, FanoutSink
     from edgetune.edge.telemetry.publisher import Telemetry
@@ -164,15 +166,17 @@ def _stream(out: Path, bundle, head, head_version: int, eval_dir: Path, broker, 
     try:
         if not server.wait_subscribed(10.0):
             raise RuntimeError(f"the server did not subscribe to the broker at {host}:{port} within 10 s")
-        telemetry = Telemetry(DEVICE_ID, out / "device-state" / "outbox.db", host, port,
+        settings = RunSettings(metrics_interval_s=5.0)
+        models = AudioModels(bundle, settings.providers, state_dir=out / "device-state")
+        telemetry = Telemetry(DEVICE_ID, out / "device-state" / OUTBOX_FILE, host, port,
                               status_extra={"bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
-                                            "head_version": head_version})
+                                            "head_version": head_version, "provider": models.provider})
         collected = CollectingSink()
         try:
             telemetry.wait_connected(10.0)
             source = open_source(f"wav:{out / 'stream.wav'}", bundle.manifest.audio.frontend.sample_rate_hz)
-            summary = run_audio(bundle, source, RunSettings(metrics_interval_s=5.0),
-                                FanoutSink(collected, TelemetrySink(telemetry)), head=head, head_version=head_version)
+            summary = run_audio(bundle, source, settings, FanoutSink(collected, TelemetrySink(telemetry)), head=head,
+                                head_version=head_version, models=models)
             flushed = telemetry.flush(30.0)
             sent = telemetry.counters
         finally:
