@@ -6,16 +6,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages clean
+.PHONY: demo test clean
 
-demo: $(STAMP) system-packages
+# espeak-ng synthesises speech, mosquitto is the MQTT broker; the tests also drive the
+# dashboard in a headless Chromium.
+demo: $(STAMP)
+	@scripts/ensure-system-packages espeak-ng mosquitto
 	$(BIN)/edgetune demo $(DEMO_ARGS)
 
-test: $(STAMP) system-packages
+test: $(STAMP)
+	@scripts/ensure-system-packages espeak-ng mosquitto chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-system-packages:
-	@scripts/ensure-system-packages espeak-ng mosquitto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
