@@ -1,8 +1,8 @@
 """Accuracy and confusion matrix of a head on a folder of labelled audio files.
 
 Rows of the confusion matrix are true labels, columns predicted labels. The columns are the
-head's labels; the rows are the head's labels followed by any label that appears in the data but
-not in the head (those samples are always wrong: the head cannot predict them).
+head's labels; the rows are the labels the data has: those the head knows, in the head's order,
+then any it does not (those samples are always wrong: the head cannot predict them).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .runtime.providers import ProviderSettings
 class EvalResult:
     """accuracy: fraction correct, 0..1. n: samples evaluated. labels: the head's labels (columns).
     row_labels: true labels (rows). confusion: int64 [len(row_labels), len(labels)].
-    per_class_recall: row label -> recall 0..1, ``None`` for a label with no samples.
+    per_class_recall: row label -> recall 0..1.
     skipped: files that could not be used."""
 
     accuracy: float
@@ -67,7 +67,8 @@ def evaluate_embeddings(embeddings: np.ndarray, true_labels: Sequence[str], head
                          "expected N >= 1 of each")
     predicted = head.predict(embeddings)
     cols = head.labels
-    rows = cols + tuple(sorted(set(true_labels) - set(cols)))
+    present = set(true_labels)  # rows: the labels the data has (a head's other labels would be all zeros)
+    rows = tuple(lab for lab in cols if lab in present) + tuple(sorted(present - set(cols)))
     r_index = {lab: i for i, lab in enumerate(rows)}
     c_index = {lab: i for i, lab in enumerate(cols)}
     confusion = np.zeros((len(rows), len(cols)), dtype=np.int64)
