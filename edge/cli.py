@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--require-accelerator", action="store_true",
                        help="fail instead of running on the CPU alone")
         p.add_argument("--threads", type=int, metavar="N",
-                       help="ONNX Runtime intra-op threads (0: its default)")
+                       help="ONNX Runtime intra-op threads (default 1; 0: ONNX Runtime decides)")
 
     run = cmds.add_parser("run", help="classify an audio source continuously")
     run.add_argument("--bundle", metavar="DIR", help="the bundle directory or its .tar (or `bundle` in --config)")

@@ -199,13 +199,13 @@ class RuntimeConfig:
             order of preference, as a list or a comma-separated string, by alias (``tensorrt``,
             ``trt``, ``cuda``, ``cpu``) or full ONNX Runtime name; stored as a tuple of full names.
         require_accelerator: if true, running on the CPU alone is an error instead of a warning.
-        intra_op_threads: ONNX Runtime intra-op threads; 0 lets ONNX Runtime decide.
+        intra_op_threads: ONNX Runtime intra-op threads; 0 lets ONNX Runtime decide (all cores).
     """
 
     _section: ClassVar[str] = "runtime"
     providers: str | tuple[str, ...] = "auto"
     require_accelerator: bool = False
-    intra_op_threads: int = 0
+    intra_op_threads: int = 1
 
     def __post_init__(self) -> None:
         s = self._section
