@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -164,8 +165,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # The source first: a wrong URI is reported before the models load.
     source = open_source(audio.source, bundle.manifest.audio.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate)
     models = AudioModels(bundle, settings.providers, state_dir=state_dir)
-    sink = printer = StreamSink(sys.stdout, as_json=args.json)
     telemetry = None
+    # Printing is the only output without a broker: a closed stdout (`| head`) then ends the run.
+    sink = printer = StreamSink(sys.stdout, as_json=args.json,
+                                on_closed=source.close if cfg.mqtt.host is None else None)
     if cfg.mqtt.host is not None:
         from .telemetry.publisher import Telemetry
         from .telemetry.sink import TelemetrySink
@@ -199,6 +202,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 log.warning("telemetry: %d messages not yet acknowledged stay in the outbox for the next start",
                             telemetry.counters.pending)
     log.info("summary: %s", json.dumps(summary.to_json(), sort_keys=True))
+    if printer.closed:  # keep Python's exit-time flush of a closed pipe from complaining
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -9,11 +9,14 @@ here are the ones the command line and tests use.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, Callable, Protocol
 
 from .audio.detect import Detection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,36 +89,60 @@ class CollectingSink:
 
 
 class StreamSink:
-    """One line per detection on a text stream: a JSON object (``as_json``) or a human line."""
+    """One line per detection on a text stream: a JSON object (``as_json``) or a human line.
 
-    def __init__(self, stream: IO[str], *, as_json: bool = False) -> None:
+    When the reader goes away (``edgetune edge run … | head``), the sink stops writing, logs it
+    once and calls ``on_closed`` (the CLI stops a run that has nothing else to report to).
+    """
+
+    def __init__(self, stream: IO[str], *, as_json: bool = False,
+                 on_closed: Callable[[], None] | None = None) -> None:
         self.stream = stream
         self.as_json = as_json
+        self.on_closed = on_closed
+        self.closed = False
 
     def detection(self, event: DetectionEvent) -> None:
+        if self.closed:
+            return
         if self.as_json:
             line = json.dumps(dict(event.body(), observed_at=round(event.observed_at, 3)), sort_keys=True)
         else:
             d = event.detection
             when = time.strftime("%H:%M:%S", time.localtime(event.observed_at))
             line = f"{when}  {d.offset_s:8.2f} s  {d.label:<20} {d.score:.3f}  ({d.latency_ms:.1f} ms)"
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self.closed = True
+            log.warning("the reader of the detections went away; no longer printing them")
+            if self.on_closed is not None:
+                self.on_closed()
 
     def metrics(self, report: MetricsReport) -> None:
         pass
 
 
 class FanoutSink:
-    """Sends everything to several sinks, in order."""
+    """Sends everything to several sinks, in order. One sink's failure does not keep the record
+    from the others; the first failure is raised once all have had it (the loop counts it)."""
 
     def __init__(self, *sinks: Sink) -> None:
         self.sinks = sinks
 
-    def detection(self, event: DetectionEvent) -> None:
+    def _each(self, call: Callable[[Sink], None]) -> None:
+        first: Exception | None = None
         for sink in self.sinks:
-            sink.detection(event)
+            try:
+                call(sink)
+            except Exception as exc:  # noqa: BLE001 -- re-raised below, after the other sinks
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def detection(self, event: DetectionEvent) -> None:
+        self._each(lambda sink: sink.detection(event))
 
     def metrics(self, report: MetricsReport) -> None:
-        for sink in self.sinks:
-            sink.metrics(report)
+        self._each(lambda sink: sink.metrics(report))
