@@ -1,10 +1,11 @@
-"""Train the source keyword model on synthesised speech, test it on held-out voices, bundle it.
+"""Train the keyword model on synthesised speech or a labelled folder, test it on held-out data, bundle it.
 
-One call, :func:`train_keyword_bundle`: synthesise the splits (cached), compute front-end
-features once, train a DS-CNN with Adam keeping the best epoch on the validation voices,
-evaluate on the test voices, build the replay set, and write the bundle with metrics (the
-model's accuracy next to the MFCC baselines on the same split) and provenance (code version,
-data, config). The run's checkpoint and the held-out test clips are written beside the bundle.
+:func:`train_keyword_bundle` synthesises the splits (cached); :func:`train_folder_bundle` reads
+them from a user's folder per label. Both then share one path: compute front-end features once,
+train a DS-CNN with Adam keeping the best epoch on the validation split, evaluate on the test
+split (held-out voices for synthetic speech), build the replay set, and write the bundle with
+metrics (the model's accuracy next to the MFCC baselines on the same split) and provenance (code
+version, data, config). The run's checkpoint and the test clips are written beside the bundle.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def _train(model: KeywordModel, x: torch.Tensor, y: torch.Tensor, val_x: torch.T
 
 def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), progress: bool = True, *,
                          overwrite: bool = False) -> TrainResult:
-    """Train the source keyword model and write its bundle to ``out_dir``.
+    """Train the source keyword model on synthesised speech and write its bundle to ``out_dir``.
 
     Beside the bundle, ``<out_dir>.work/`` receives ``checkpoint.pt`` (the model with its own
     config) and ``test/<label>/*.wav``, the held-out-voice test clips. Accuracy in the metrics is
@@ -205,15 +206,59 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
     """
     out_dir = Path(out_dir)
     check_bundle_target(out_dir, overwrite)  # before minutes of work, not after
-    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    splits = synthesize_splits(config.data, progress=progress)
+    data_s = time.perf_counter() - start
+    return _train_and_export(out_dir, splits, config.data.labels, config, config.data.describe(), progress, overwrite,
+                             task="keyword spotting, espeak-ng speech, accuracy on held-out voices",
+                             test_info={"voices": list(config.data.test_voices)}, config_json=config.to_json(),
+                             timings={"data_s": data_s})
+
+
+def train_folder_bundle(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(), progress: bool = True, *,
+                        overwrite: bool = False) -> TrainResult:
+    """Train the keyword model on a labelled folder of audio files and write its bundle to ``out_dir``.
+
+    ``data_dir`` is ``DIR/<label>/<file>`` (split here, stratified per label, seeded by
+    ``config.seed``) or ``DIR/{train,val,test}/<label>/<file>`` (see
+    :func:`~edgetune.export.data.folder.load_folder_splits`). The clip length and sample rate
+    are ``config.data``'s; its synthesis settings are not used. Labels are the label folders,
+    sorted, ``_background_`` first (the head's background label) when present. Unusable files
+    are skipped and listed in the provenance. Writes ``<out_dir>.work/`` as
+    :func:`train_keyword_bundle` does.
+    """
+    from .data.folder import load_folder_splits
+
+    out_dir = Path(out_dir)
+    check_bundle_target(out_dir, overwrite)
+    start = time.perf_counter()
+    folder = load_folder_splits(data_dir, sample_rate_hz=config.data.sample_rate_hz,
+                                clip_samples=config.data.clip_samples, seed=config.seed)
+    splits = {name: ClipSet(audio=ds.audio, labels=ds.labels, label_names=ds.label_names,
+                            voices=tuple(Path(p).stem for p in ds.paths))
+              for name, ds in folder.splits.items()}
+    data_s = time.perf_counter() - start
+    config_json = config.to_json()
+    config_json["data"] = {k: config_json["data"][k] for k in ("sample_rate_hz", "clip_samples")}
+    return _train_and_export(out_dir, splits, folder.label_names, config, folder.description, progress, overwrite,
+                             task=f"keyword spotting, labelled folder {folder.description['path']}, "
+                                  "accuracy on its test split",
+                             test_info={}, config_json=config_json, timings={"data_s": data_s})
+
+
+def _train_and_export(out_dir: Path, splits: Mapping[str, ClipSet], label_names: tuple[str, ...],
+                      config: TrainConfig, data_description: Mapping[str, Any], progress: bool, overwrite: bool, *,
+                      task: str, test_info: Mapping[str, Any], config_json: Mapping[str, Any],
+                      timings: dict[str, float]) -> TrainResult:
+    """Train on ``splits`` (``train``, ``val``, ``test`` clip sets labelled by ``label_names``), test, bundle.
+
+    ``data_description`` goes into the provenance as ``data``, ``config_json`` as ``config``;
+    ``task`` and ``test_info`` into the metrics; ``timings`` receives the stages' seconds.
+    """
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads or default_threads())
     torch.manual_seed(config.seed)
     try:
-        start = time.perf_counter()
-        splits = synthesize_splits(config.data, progress=progress)
-        timings["data_s"] = time.perf_counter() - start
-
         start = time.perf_counter()
         params = config.frontend
         frontend = MfccFrontend(params).eval()
@@ -228,7 +273,6 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
         embedder = DsCnn(arch)
         train_x = feats["train"]
         embedder.set_normalization(train_x.mean(dim=(0, 1)), train_x.std(dim=(0, 1)))
-        label_names = config.data.labels
         model = KeywordModel(embedder, nn.Linear(arch.embedding_size, len(label_names)))
         model = model.to(memory_format=torch.channels_last)  # about 1.5x faster on CPU for these convolutions
         _, history = _train(model, train_x, labels["train"], feats["val"], labels["val"], config, progress)
@@ -242,10 +286,9 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
         confusion = np.zeros((len(label_names), len(label_names)), dtype=np.int64)
         np.add.at(confusion, (test_y, test_pred), 1)
         metrics: dict[str, Any] = {
-            "task": "keyword spotting, espeak-ng speech, accuracy on held-out voices",
-            "test": {"accuracy": float(np.mean(test_pred == test_y)), "n": int(test_y.size),
-                     "voices": list(config.data.test_voices), "per_class_accuracy": per_class,
-                     "confusion": confusion.tolist()},
+            "task": task,
+            "test": {"accuracy": float(np.mean(test_pred == test_y)), "n": int(test_y.size), **test_info,
+                     "per_class_accuracy": per_class, "confusion": confusion.tolist()},
             "val_accuracy_best": max(h["val_accuracy"] for h in history),
             "train_accuracy": _accuracy(model, train_x, labels["train"]),
             "split_sizes": {name: len(clips) for name, clips in splits.items()},
@@ -259,7 +302,7 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
             metrics["baselines"] = run_baselines(train_x.numpy(), splits["train"].labels, feats["test"].numpy(), test_y,
                                                  seed=config.seed)
             timings["baselines_s"] = time.perf_counter() - start
-        log.info("test accuracy on held-out voices: %.3f (n=%d)", metrics["test"]["accuracy"], test_y.size)
+        log.info("test accuracy on the test split: %.3f (n=%d)", metrics["test"]["accuracy"], test_y.size)
 
         replay_x, replay_y = _replay_set(model.embedder, train_x, splits["train"].labels, config)
         start = time.perf_counter()
@@ -267,7 +310,7 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
         work_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = work_dir / "checkpoint.pt"
         save_checkpoint(checkpoint, model, labels=label_names, params=params, clip_samples=config.data.clip_samples,
-                        extra={"train_config": config.to_json()})
+                        extra={"train_config": dict(config_json)})
         test_dir = work_dir / "test"
         if test_dir.exists():
             shutil.rmtree(test_dir)
@@ -277,8 +320,8 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
             clip_samples=config.data.clip_samples, embedder=model.embedder,
             head_weight=model.head.weight, head_bias=model.head.bias, labels=label_names,
             replay_embeddings=replay_x, replay_labels=replay_y, metrics=metrics,
-            provenance={"code": _code_version(), "data": config.data.describe(), "config": config.to_json(),
-                        "recipe": "source model trained from scratch (DS-CNN, AdamW, best epoch on val voices)"},
+            provenance={"code": _code_version(), "data": dict(data_description), "config": dict(config_json),
+                        "recipe": "source model trained from scratch (DS-CNN, AdamW, best epoch on val split)"},
             parity_pcm=splits["test"].audio[:4], overwrite=overwrite)
         timings["export_s"] = time.perf_counter() - start
     finally:
