@@ -21,7 +21,7 @@ import soundfile as sf
 from support.telemetry import wait_for
 
 from edgetune.edge.contract import messages, topics
-from edgetune.localbroker import LocalBroker, find_mosquitto, free_port
+from edgetune.localbroker import find_mosquitto, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.espeak]
 
@@ -62,12 +62,6 @@ def stream_wav(tmp_path_factory) -> tuple[Path, list[str]]:
     path = tmp_path_factory.mktemp("e2e-audio") / "stream.wav"
     sf.write(path, np.concatenate(pieces), 16000, subtype="PCM_16")
     return path, said
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with LocalBroker(workdir=tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture

@@ -9,37 +9,20 @@ from typing import Any, Iterator
 
 import pytest
 
+from support.broker import require_mosquitto
 from support.telemetry import wait_for
 
 from edgetune.edge.contract import messages, topics
-from edgetune.localbroker import BrokerUnavailable, LocalBroker, find_mosquitto, free_port
+from edgetune.localbroker import LocalBroker, free_port
 
 DEVICE = "jetson-test-01"
 _ids = itertools.count()
 
 
-def _require_mosquitto() -> None:
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set $MOSQUITTO to the binary)")
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A private Mosquitto on a free port for this test; skipped if mosquitto is not installed."""
-    _require_mosquitto()
-    b = LocalBroker(tmp_path / "broker")
-    try:
-        b.start()
-    except BrokerUnavailable as exc:
-        pytest.skip(str(exc))
-    yield b
-    b.stop()
-
-
 @pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Any]:
     """``make_broker(extra_config)`` -> a started broker with extra mosquitto.conf lines."""
-    _require_mosquitto()
+    require_mosquitto()
     made: list[LocalBroker] = []
 
     def factory(extra_config: str) -> LocalBroker:
@@ -56,7 +39,7 @@ def make_broker(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def stopped_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A broker that is not running yet; ``port`` is chosen (free now), ``start_on(port)`` starts it."""
-    _require_mosquitto()
+    require_mosquitto()
     b = LocalBroker(tmp_path / "broker", port=free_port())
     yield b
     b.stop()

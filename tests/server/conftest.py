@@ -10,26 +10,12 @@ import pytest
 
 from support.telemetry import Publisher
 
-from edgetune.localbroker import BrokerUnavailable, LocalBroker, find_mosquitto
+from edgetune.localbroker import LocalBroker
 from edgetune.server.ingest import IngestConfig
 from edgetune.server.service import Server, ServerConfig
 from edgetune.server.store import Store
 
 _client_ids = itertools.count()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A private Mosquitto on a free port for this test; skipped if mosquitto is not installed."""
-    if find_mosquitto() is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or set $MOSQUITTO to the binary)")
-    b = LocalBroker(tmp_path / "broker")
-    try:
-        b.start()
-    except BrokerUnavailable as exc:
-        pytest.skip(str(exc))
-    yield b
-    b.stop()
 
 
 @pytest.fixture
