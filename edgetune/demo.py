@@ -73,7 +73,9 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     """Run the whole path in ``out`` and return the summary (see :func:`render`)."""
     from edgetune.edge.bundle import load_bundle
     from edgetune.edge.enroll import enroll
-    from edgetune.edge.evaluate import evaluate_folder
+    from edgetune.edge.audio.models import AudioModels
+    from edgetune.edge.dataset import embed_folder
+    from edgetune.edge.evaluate import evaluate_embeddings
     from edgetune.edge.head_store import HeadStore
     from edgetune.export.train import TrainConfig, train_keyword_bundle
     from edgetune.localbroker import LocalBroker
@@ -98,16 +100,18 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     step("device: verifying the bundle and measuring the bundle's head on held-out clips")
     bundle = load_bundle(out / "bundle", state_dir=state_dir)
     store = HeadStore(bundle, state_dir)
-    before = evaluate_folder(bundle, eval_dir, bundle.head.weight, bundle.head.bias, bundle.head.labels)
+    models = AudioModels(bundle, state_dir=state_dir)
+    held_out = embed_folder(models, eval_dir)  # embedded once, scored by both heads
+    before = evaluate_embeddings(held_out.embeddings, held_out.labels, bundle.head)
 
     step("device: fine-tuning the head on the site's clips (new labels allowed)")
-    report = enroll(bundle, site / "train", store)
+    report = enroll(bundle, site / "train", store, models=models)
     head = store.head()
-    after = evaluate_folder(bundle, eval_dir, head.weight, head.bias, head.labels)
+    after = evaluate_embeddings(held_out.embeddings, held_out.labels, head)
 
     step("broker + server + device: streaming held-out clips, publishing over MQTT")
     with LocalBroker(workdir=out / "broker") as broker:
-        stream = _stream(out, bundle, head, store.current_version, eval_dir, broker, serve_s)
+        stream = _stream(out, bundle, models, head, store.current_version, eval_dir, broker, serve_s)
 
     step("done")
     return {
@@ -144,8 +148,8 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _stream(out: Path, bundle, head, head_version: int, eval_dir: Path, broker, serve_s: float) -> dict[str, Any]:
-    from edgetune.edge.audio.models import AudioModels
+def _stream(out: Path, bundle, models, head, head_version: int, eval_dir: Path, broker,
+            serve_s: float) -> dict[str, Any]:
     from edgetune.edge.audio.sources import open_source
     from edgetune.edge.config import OUTBOX_FILE
     from edgetune.edge.run import RunSettings, run_audio
@@ -167,7 +171,6 @@ def _stream(out: Path, bundle, head, head_version: int, eval_dir: Path, broker, 
         if not server.wait_subscribed(10.0):
             raise RuntimeError(f"the server did not subscribe to the broker at {host}:{port} within 10 s")
         settings = RunSettings(metrics_interval_s=5.0)
-        models = AudioModels(bundle, settings.providers, state_dir=out / "device-state")
         telemetry = Telemetry(DEVICE_ID, out / "device-state" / OUTBOX_FILE, host, port,
                               status_extra={"bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
                                             "head_version": head_version, "provider": models.provider})
