@@ -10,6 +10,7 @@ same port on request::
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import shutil
@@ -106,7 +107,9 @@ class LocalBroker:
         return self.start(timeout_s)
 
     def _launch(self, binary: str, port: int, timeout_s: float) -> bool:
-        lines = [f"listener {port} {self.host}", "allow_anonymous true",
+        # Started as root, mosquitto drops to its own user and can no longer write its
+        # persistence file in our work folder: keep it as whoever started it.
+        lines = [f"listener {port} {self.host}", "allow_anonymous true", f"user {getpass.getuser()}",
                  f"persistence {'true' if self.persistence else 'false'}", f"persistence_location {self.workdir}/",
                  "max_queued_messages 100000", self.extra_config]
         conf = self.workdir / "mosquitto.conf"

@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--client-id", default=None,
                         help="MQTT client id; fixed so that the broker queues messages while the server is down; "
                              "give each instance its own (default edgetune-server-<hostname>)")
-    parser.add_argument("--no-shared", dest="shared", action="store_false",
-                        help="plain subscriptions instead of MQTT v5 shared ones (a broker without $share)")
+    parser.add_argument("--shared", action="store_true",
+                        help="MQTT v5 shared subscriptions, for several server instances splitting the load "
+                             "(with Mosquitto 2.0.11 they do not survive a broker restart: see the README)")
     parser.set_defaults(func=run)
 
 
