@@ -178,6 +178,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "head_version": version, "provider": models.provider})
         sink = FanoutSink(printer, TelemetrySink(telemetry))
 
+    seen = {"version": version}
+
+    def head_updates():
+        """A newer current head version (an `edge enroll` or `edge heads --rollback` beside us)."""
+        latest = store.current_version
+        if latest == seen["version"]:
+            return None
+        seen["version"] = latest  # a version that fails to load is reported once, not every second
+        new_head = store.head(latest)
+        if telemetry is not None:
+            telemetry.status(head_version=latest)
+        return new_head, latest
+
     stops = []
 
     def stop(signum: int, frame: Any) -> None:
@@ -192,7 +205,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         with source:
             summary = run_audio(bundle, source, settings, sink, head=head, head_version=version, models=models,
-                                state_dir=state_dir)
+                                state_dir=state_dir, head_updates=head_updates)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -43,18 +43,22 @@ class RunSettings:
     detector: smoothing, threshold and refractory period (:class:`DetectorSettings`).
     providers: execution providers (:class:`ProviderSettings`).
     metrics_interval_s: seconds of audio between metrics reports.
+    head_poll_s: seconds of audio between looks for a newer head version (see ``head_updates``).
     """
 
     hop_ms: float = DEFAULT_HOP_MS
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     metrics_interval_s: float = 10.0
+    head_poll_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.hop_ms, (int, float)) and 0 < self.hop_ms <= 10_000):
             raise UsageError(f"run.hop_ms is {self.hop_ms!r}; expected milliseconds in (0, 10000], e.g. 100")
         if not (isinstance(self.metrics_interval_s, (int, float)) and self.metrics_interval_s > 0):
             raise UsageError(f"run.metrics_interval_s is {self.metrics_interval_s!r}; expected seconds > 0")
+        if not (isinstance(self.head_poll_s, (int, float)) and self.head_poll_s > 0):
+            raise UsageError(f"run.head_poll_s is {self.head_poll_s!r}; expected seconds > 0")
 
 
 @dataclass
@@ -89,7 +93,8 @@ class _Window:
 
 def run_audio(bundle: Bundle, source: Iterable[np.ndarray], settings: RunSettings, sink: Sink, *,
               head: Head | None = None, head_version: int = 0, models: AudioModels | None = None,
-              state_dir: Path | None = None) -> RunSummary:
+              state_dir: Path | None = None,
+              head_updates: Callable[[], tuple[Head, int] | None] | None = None) -> RunSummary:
     """Classify ``source`` hop by hop and report to ``sink`` until the source ends.
 
     Args:
@@ -101,14 +106,23 @@ def run_audio(bundle: Bundle, source: Iterable[np.ndarray], settings: RunSetting
         head, head_version: the head to use (default: the bundle's head, version 0).
         models: sessions to reuse (default: made from ``bundle`` with ``settings.providers``).
         state_dir: where TensorRT engines are cached.
+        head_updates: called every ``settings.head_poll_s`` seconds of audio; returns
+            ``(head, version)`` when another head version became current (an enrolment or a
+            rollback beside the running daemon), else None. The next hop uses it; its labels
+            may differ (new words), so the detector starts afresh.
     """
     models = models if models is not None else AudioModels(bundle, settings.providers, state_dir=state_dir)
     head = head if head is not None else bundle.head
     rate = models.rate_hz
     hop = hop_samples_for(settings.hop_ms, rate, models.params.frame_hop_samples)
     classifier = StreamingClassifier.for_models(models, head, hop)
-    detector = Detector(head.labels, settings.detector, clip_s=models.clip_samples / rate,
+
+    def make_detector(labels: tuple[str, ...]) -> Detector:
+        return Detector(labels, settings.detector, clip_s=models.clip_samples / rate,
                         background_label=bundle.background_label)
+
+    detector = make_detector(head.labels)
+    next_poll_s = settings.head_poll_s
     uri = str(getattr(source, "uri", "<chunks>"))
     summary = RunSummary(provider=models.provider)
     errors = {"sink_errors": 0}
@@ -137,6 +151,23 @@ def run_audio(bundle: Bundle, source: Iterable[np.ndarray], settings: RunSetting
             errors["sink_errors"] += 1
             log.error("sink failed on a metrics report: %s", exc)
 
+    def poll_head(now_s: float) -> None:
+        nonlocal detector, next_poll_s, head_version
+        next_poll_s = now_s + settings.head_poll_s
+        try:
+            update = head_updates() if head_updates is not None else None
+        except Exception as exc:  # a broken head store must not end the loop: keep the head in use
+            errors["head_reload_errors"] = errors.get("head_reload_errors", 0) + 1
+            log.error("cannot load the new head version, keeping v%d: %s", head_version, exc)
+            return
+        if update is not None:
+            new_head, version = update
+            classifier.set_head(new_head)
+            detector = make_detector(new_head.labels)
+            log.info("head v%d -> v%d at %.1f s (%d labels)", head_version, version, now_s,
+                     len(new_head.labels))
+            head_version = version
+
     def handle(results) -> None:
         for res in results:
             summary.hops += 1
@@ -159,6 +190,10 @@ def run_audio(bundle: Bundle, source: Iterable[np.ndarray], settings: RunSetting
                 report(res.offset_s)
 
     for chunk in source:
+        # Between pushes, so every hop of one push is scored and detected with the same head.
+        now_s = classifier.hops * hop / rate
+        if head_updates is not None and now_s >= next_poll_s - 1e-9:
+            poll_head(now_s)
         handle(classifier.push(chunk))
     handle(classifier.flush())
     summary.audio_s = classifier.hops * hop / rate

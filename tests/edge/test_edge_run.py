@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from edgetune.edge.audio.detect import DetectorSettings
 from edgetune.edge.audio.sources import open_source
 from edgetune.edge.contract import messages
 from edgetune.edge.head import Head, fit_head
@@ -85,3 +86,28 @@ def test_nan_input_and_a_failing_sink_are_counted_not_fatal(bundle, models, alwa
     assert summary.hops == 10
     assert summary.errors == {"nonfinite_chunks": 1, "sink_errors": 1}
     assert sink.reports[-1].errors == summary.errors
+
+
+def test_a_head_promoted_while_running_is_used_from_the_next_poll(bundle, models, always_yes, tmp_path, tone,
+                                                                  write_wav):
+    # Prepare: 3 s of audio; after the first second a new head version appears that knows a new
+    # label and always picks it.
+    path = write_wav(tmp_path / "a.wav", tone(440, 3.0))
+    labels = bundle.head.labels + ("whistle",)
+    bias = np.where(np.array(labels) == "whistle", 10.0, 0.0)
+    whistle = Head(np.zeros((len(labels), bundle.head.embedding_size)), bias, labels)
+    polls = []
+
+    def head_updates():
+        polls.append(len(polls))
+        return (whistle, 4) if len(polls) == 1 else None
+
+    sink = CollectingSink()
+    settings = RunSettings(head_poll_s=1.0, detector=DetectorSettings(refractory_s=0.5))
+    # Execute
+    with open_source(f"wav:{path}", 16000, chunk_samples=1600) as source:
+        run_audio(bundle, source, settings, sink, head=always_yes, head_version=3, models=models,
+                  head_updates=head_updates)
+    # Assert: 'yes' from v3 first, then 'whistle' from v4, each event naming its head version.
+    assert [(e.detection.label, e.body()["head_version"]) for e in sink.events] == [("yes", 3), ("whistle", 4)]
+    assert len(polls) == 2  # at 1 s and 2 s of audio
