@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Mapping
 
 from edgetune.errors import UsageError
 
-from .runtime.providers import ALIASES
+from .runtime.providers import ALIASES, provider_hint, resolve_provider
 
 from .contract.errors import ContractError
 from .contract.topics import check_device_id
@@ -53,7 +53,6 @@ __all__ = [
 #: The file the outbox lives in, inside the state directory.
 OUTBOX_FILE = "outbox.sqlite"
 #: Short names for ONNX Runtime execution providers (as the ``--providers`` flag takes them).
-PROVIDER_ALIASES = ALIASES  # short provider names, defined once beside the session code
 
 
 class ConfigError(UsageError, ValueError):
@@ -218,12 +217,10 @@ class RuntimeConfig:
                 raise _fail(s, "providers", self.providers, allowed)
             names: list[str] = []
             for raw in providers:
-                name = PROVIDER_ALIASES.get(raw.lower(), raw) if isinstance(raw, str) else raw
-                if not isinstance(name, str) or not name.endswith("ExecutionProvider") or len(name) > 64:
-                    close = difflib.get_close_matches(str(raw).lower(), list(PROVIDER_ALIASES), n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise _fail(s, "providers", raw, f"'auto', or providers among {list(PROVIDER_ALIASES)} or full "
-                                f"ONNX Runtime names such as 'CUDAExecutionProvider'{hint}")
+                name = resolve_provider(raw) if isinstance(raw, str) else None
+                if name is None:
+                    raise _fail(s, "providers", raw, f"'auto', or providers among {list(ALIASES)} or full "
+                                f"ONNX Runtime names such as 'CUDAExecutionProvider'{provider_hint(str(raw))}")
                 if name not in names:
                     names.append(name)
             _set(self, "providers", tuple(names))

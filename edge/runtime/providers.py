@@ -63,6 +63,19 @@ class ProviderSettings:
                              "expected an integer 0..256 (0 = ONNX Runtime's default)")
 
 
+def resolve_provider(raw: str) -> str | None:
+    """An alias (``tensorrt``, ``trt``, ``cuda``, ``cpu``) or full name -> the full ONNX Runtime
+    name, or None when ``raw`` names no execution provider."""
+    name = ALIASES.get(raw.lower(), raw)
+    return name if name.endswith("ExecutionProvider") and len(name) <= 64 else None
+
+
+def provider_hint(raw: str) -> str:
+    """``" (did you mean 'cuda'?)"`` for a misspelt provider, or ``""``."""
+    close = difflib.get_close_matches(raw.lower(), list(ALIASES) + list(PREFERENCE), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def parse_provider_list(text: str) -> str | tuple[str, ...]:
     """``"auto"`` or ``"tensorrt,cuda,cpu"`` (aliases or full names) -> ``"auto"`` or full names."""
     if text.strip() == "auto":
@@ -71,14 +84,11 @@ def parse_provider_list(text: str) -> str | tuple[str, ...]:
     for raw in (part.strip() for part in text.split(",")):
         if not raw:
             continue
-        name = ALIASES.get(raw.lower(), raw)
-        if not name.endswith("ExecutionProvider"):
-            known = list(ALIASES) + list(PREFERENCE)
-            hint = difflib.get_close_matches(raw.lower(), known, n=1)
-            raise UsageError(f"runtime.providers: {raw!r} is not an execution provider; "
-                             + (f"did you mean {hint[0]!r}? " if hint else "")
-                             + "expected 'auto' or a comma-separated list of tensorrt, cuda, cpu "
-                               "(or full ONNX Runtime names such as CUDAExecutionProvider)")
+        name = resolve_provider(raw)
+        if name is None:
+            raise UsageError(f"runtime.providers: {raw!r} is not an execution provider{provider_hint(raw)}; "
+                             "expected 'auto' or a comma-separated list of tensorrt, cuda, cpu "
+                             "(or full ONNX Runtime names such as CUDAExecutionProvider)")
         if name not in names:
             names.append(name)
     if not names:
