@@ -15,10 +15,10 @@ demo: $(STAMP)
 	$(BIN)/edgetune demo $(DEMO_ARGS)
 
 test: $(STAMP)
-	@scripts/ensure-system-packages espeak-ng mosquitto chromium
+	@scripts/ensure-system-packages espeak-ng mosquitto chromium alsa-utils
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

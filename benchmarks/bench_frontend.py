@@ -84,7 +84,7 @@ def clip_pcm(seconds: int) -> np.ndarray:
 # -- the three implementations (each imports only what it needs) ----------------------------
 
 def ort_impl(model_path: str):
-    from edgetune.edge.contract import tensors
+    from edgetune.contract import tensors
     from edgetune.edge.runtime.providers import ProviderSettings, create_session
 
     session = create_session(model_path, ProviderSettings(providers=("cpu",)))
@@ -96,7 +96,7 @@ def ort_impl(model_path: str):
 
 def torch_impl(model_path: str):
     import torch
-    from edgetune.edge.contract.manifest import MfccParams
+    from edgetune.contract.manifest import MfccParams
     from edgetune.export.audio.frontend import MfccFrontend
 
     module = MfccFrontend(MfccParams()).eval()
@@ -109,7 +109,7 @@ def torch_impl(model_path: str):
 
 def librosa_impl(model_path: str = ""):
     import librosa
-    from edgetune.edge.contract.manifest import MfccParams
+    from edgetune.contract.manifest import MfccParams
 
     p = MfccParams()
     mel_kwargs = {"sr": p.sample_rate_hz, "n_fft": p.n_fft, "win_length": p.window_samples,
@@ -162,7 +162,7 @@ def child_stream(model_path: str) -> dict:
     """The four streaming rows, in one process with ONNX Runtime and librosa."""
     warnings.filterwarnings("ignore")
     from edgetune.edge.audio.features import FeatureRing
-    from edgetune.edge.contract.manifest import MfccParams
+    from edgetune.contract.manifest import MfccParams
 
     params = MfccParams()
     ort_features, librosa_features = ort_impl(model_path), librosa_impl()
@@ -262,8 +262,8 @@ def main() -> None:
     import librosa
     import onnxruntime as ort
     import torch
-    from edgetune.edge.contract import tensors
-    from edgetune.edge.contract.manifest import MfccParams
+    from edgetune.contract import tensors
+    from edgetune.contract.manifest import MfccParams
     from edgetune.export.audio.frontend import MfccFrontend
     from edgetune.export.onnx_export import export_frontend
 

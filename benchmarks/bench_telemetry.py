@@ -129,7 +129,7 @@ class PahoPublisher:
 
 
 def payloads_for(device: str, n: int) -> list[bytes]:
-    from edgetune.edge.contract import messages
+    from edgetune.contract import messages
 
     return [messages.encode(messages.make(device, seq, T0 + 0.1 * seq, "event", event_body(seq)))
             for seq in range(1, n + 1)]
@@ -137,7 +137,7 @@ def payloads_for(device: str, n: int) -> list[bytes]:
 
 def bench_device(tmp: Path, n: int) -> dict[str, list[dict]]:
     """Telemetry vs plain paho, alternating, ROUNDS rounds after a short warm-up of each."""
-    from edgetune.edge.contract import topics
+    from edgetune.contract import topics
     from edgetune.edge.telemetry import Outbox, Telemetry
 
     from edgetune.localbroker import LocalBroker
@@ -210,7 +210,7 @@ def bench_device(tmp: Path, n: int) -> dict[str, list[dict]]:
 
 def bench_server(tmp: Path, n: int) -> dict[str, list[dict]]:
     """edgetune Server ingest vs bare sqlite3 inserts of the same payloads."""
-    from edgetune.edge.contract import messages, topics
+    from edgetune.contract import messages, topics
     from edgetune.server.ingest import IngestConfig
     from edgetune.server.service import Server, ServerConfig
     from edgetune.server.store import Store

@@ -1,9 +1,9 @@
-"""A verified bundle, loaded: manifest, directory, the bundle's head and its replay set.
+"""A verified bundle, loaded: manifest, directory, its named heads and their replay sets.
 
 :func:`load_bundle` checks every byte of the bundle against its manifest first
-(:func:`~edgetune.edge.contract.manifest.verify_bundle`): a changed, missing or extra file is
-refused with an :class:`~edgetune.edge.contract.IntegrityError` naming the file. The ONNX
-graphs are not opened here; :mod:`edgetune.edge.audio.models` does that.
+(:func:`~edgetune.contract.manifest.verify_bundle`): a changed, missing or extra file is
+refused with an :class:`~edgetune.contract.IntegrityError` naming the file. The ONNX
+graphs are not opened here; each modality's models module does that (:mod:`edgetune.edge.audio.models`).
 
 A bundle shipped as a ``.tar`` (``<name>/manifest.json``, ...) is unpacked once into
 ``<state_dir>/bundles/<sha256 of the tar>/`` (regular files and folders only; absolute paths,
@@ -27,8 +27,8 @@ import numpy as np
 
 from edgetune.errors import UsageError
 
-from .contract import ContractError, tensors
-from .contract.manifest import Manifest, verify_bundle
+from edgetune.contract import ContractError, tensors
+from edgetune.contract.manifest import HeadSpec, Manifest, verify_bundle
 from .head import Head
 from .state import default_state_dir
 
@@ -44,20 +44,32 @@ class Replay:
 
 
 @dataclass(frozen=True, eq=False)
+class BundleHead:
+    """One of a bundle's named heads: its manifest entry, its arrays, its replay set (or ``None``)."""
+
+    spec: HeadSpec
+    head: Head
+    replay: Replay | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, eq=False)
 class Bundle:
     """A bundle that passed verification.
 
     directory: where it lives. manifest: its parsed manifest. content_id: 16 hex digits derived
     from the manifest digest, which changes with any byte of the bundle; device state (head
-    versions) is kept per content id. head: the bundle's own head (head version 0). replay: the
-    replay set, or ``None`` when the bundle has none.
+    versions) is kept per content id. heads: the bundle's named heads (each head's version 0),
+    in manifest order.
     """
 
     directory: Path
     manifest: Manifest
     content_id: str
-    head: Head
-    replay: Replay | None
+    heads: dict[str, BundleHead]
 
     @property
     def bundle_id(self) -> str:
@@ -67,9 +79,27 @@ class Bundle:
     def bundle_version(self) -> str:
         return self.manifest.bundle_version
 
+    def bundle_head(self, name: str | None = None) -> BundleHead:
+        """The head called ``name`` (default: the first). A wrong name lists the heads there are."""
+        if name is None:
+            return next(iter(self.heads.values()))
+        if name not in self.heads:
+            raise UsageError(f"bundle {self.bundle_id} has no head {name!r}; its heads are {list(self.heads)}")
+        return self.heads[name]
+
+    @property
+    def head(self) -> Head:
+        """The first head's arrays."""
+        return self.bundle_head().head
+
+    @property
+    def replay(self) -> Replay | None:
+        """The first head's replay set."""
+        return self.bundle_head().replay
+
     @property
     def background_label(self) -> str | None:
-        return self.manifest.head().background_label
+        return self.bundle_head().spec.background_label
 
 
 def _npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -143,35 +173,48 @@ def load_bundle(path: str | os.PathLike[str], *, state_dir: str | os.PathLike[st
         raise UsageError(f"bundle {directory} does not exist or is not a directory; "
                          "pass the folder `edgetune export` wrote (the one holding manifest.json) or its .tar")
     manifest = verify_bundle(directory)
-    spec = manifest.head()
+    heads = {spec.name: _load_head(directory, manifest, spec) for spec in manifest.heads}
+    bundle = Bundle(directory=directory.resolve(), manifest=manifest, content_id=content_id_of(directory),
+                    heads=heads)
+    log.info("bundle %s %s (content %s): modalities %s, heads %s", manifest.bundle_id, manifest.bundle_version,
+             bundle.content_id, list(manifest.modalities),
+             ", ".join(f"{h.name} ({h.spec.input}, {len(h.head.labels)} labels, replay "
+                       f"{0 if h.replay is None else len(h.replay.labels)})" for h in heads.values()))
+    return bundle
+
+
+def _input_size(manifest: Manifest, input_: str) -> int | None:
+    """Width of the embedding a head on ``input_`` reads (None for a fused head: the fusion decides)."""
+    spec = {"audio": manifest.audio, "image": manifest.image}.get(input_)
+    return None if spec is None else spec.embedding_size
+
+
+def _load_head(directory: Path, manifest: Manifest, spec: HeadSpec) -> BundleHead:
     arrays = _npz(directory / spec.file, (tensors.HEAD_WEIGHT, tensors.HEAD_BIAS))
     weight, bias = arrays[tensors.HEAD_WEIGHT], arrays[tensors.HEAD_BIAS]
     if weight.ndim != 2 or weight.shape[0] != len(spec.labels) or bias.shape != (len(spec.labels),):
         raise ContractError(f"bundle file {spec.file}: weight {weight.shape}, bias {bias.shape}; expected "
                             f"[{len(spec.labels)}, D] and [{len(spec.labels)}] for labels {list(spec.labels)}")
-    if manifest.audio is not None and spec.input == "audio" and weight.shape[1] != manifest.audio.embedding_size:
-        raise ContractError(f"bundle file {spec.file}: weight is {weight.shape[1]} wide; expected "
-                            f"audio.embedding_size {manifest.audio.embedding_size}")
+    width = _input_size(manifest, spec.input)
+    if width is not None and weight.shape[1] != width:
+        raise ContractError(f"bundle file {spec.file}: weight is {weight.shape[1]} wide; expected the "
+                            f"{spec.input} embedding size {width} (head {spec.name})")
     try:
         head = Head(weight, bias, spec.labels)
     except ValueError as exc:
         raise ContractError(f"bundle file {spec.file}: {exc}") from None
     replay = None
-    if manifest.replay_file:
-        data = _npz(directory / manifest.replay_file, (tensors.REPLAY_EMBEDDINGS, tensors.REPLAY_LABELS))
+    if spec.replay_file:
+        data = _npz(directory / spec.replay_file, (tensors.REPLAY_EMBEDDINGS, tensors.REPLAY_LABELS))
         emb, idx = data[tensors.REPLAY_EMBEDDINGS], data[tensors.REPLAY_LABELS]
         if (emb.ndim != 2 or emb.shape[1] != head.embedding_size or idx.shape != (emb.shape[0],)
                 or not np.issubdtype(idx.dtype, np.integer)):
-            raise ContractError(f"bundle file {manifest.replay_file}: embeddings {emb.shape} {emb.dtype}, labels "
+            raise ContractError(f"bundle file {spec.replay_file}: embeddings {emb.shape} {emb.dtype}, labels "
                                 f"{idx.shape} {idx.dtype}; expected [M, {head.embedding_size}] float and [M] integers")
         if idx.size and (idx.min() < 0 or idx.max() >= len(head.labels)):
-            raise ContractError(f"bundle file {manifest.replay_file}: label indices span {idx.min()}..{idx.max()}; "
+            raise ContractError(f"bundle file {spec.replay_file}: label indices span {idx.min()}..{idx.max()}; "
                                 f"expected 0..{len(head.labels) - 1} (indices into the head's labels)")
         if not np.isfinite(emb).all():
-            raise ContractError(f"bundle file {manifest.replay_file}: embeddings contain NaN or Inf")
+            raise ContractError(f"bundle file {spec.replay_file}: embeddings contain NaN or Inf")
         replay = Replay(emb.astype(np.float32), tuple(head.labels[i] for i in idx))
-    bundle = Bundle(directory=directory.resolve(), manifest=manifest, content_id=content_id_of(directory),
-                    head=head, replay=replay)
-    log.info("bundle %s %s (content %s): %d labels, replay %s", manifest.bundle_id, manifest.bundle_version,
-             bundle.content_id, len(head.labels), "none" if replay is None else f"{len(replay.labels)} samples")
-    return bundle
+    return BundleHead(spec=spec, head=head, replay=replay)

@@ -1,6 +1,6 @@
 """Subcommands of ``edgetune edge``. Imports nothing heavy at import time.
 
-- ``run``: classify an audio source continuously and print (and send) detections.
+- ``run``: run the device's pipelines (an audio source today) and print (and send) detections.
 - ``enroll``: fine-tune the head on a folder of labelled recordings; a new head version.
 - ``evaluate``: accuracy and confusion matrix of the current head on a labelled folder.
 - ``heads``: list head versions; ``--rollback N`` makes version N current.
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--state-dir", metavar="DIR", help="device state (head versions, engine cache); default "
                        "$EDGETUNE_STATE_DIR, else $XDG_STATE_HOME/edgetune, else ~/.local/state/edgetune")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--head", metavar="NAME", help="which of the bundle's heads (default: the first)")
 
     def runtime(p: argparse.ArgumentParser) -> None:
         p.add_argument("--providers", metavar="LIST",
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--threshold", type=float, help="smoothed score that fires a detection (default 0.5)")
     run.add_argument("--smoothing-hops", type=int, help="hops the scores are averaged over (default 3)")
     run.add_argument("--refractory-ms", type=float, help="quiet time after a detection (default: one clip)")
-    run.add_argument("--hop-ms", type=float, help="audio per inference in ms (default 100)")
+    run.add_argument("--hop-ms", type=float,
+                     help="audio per inference in ms (default: the bundle's, about 100; 80 for speech_embedding)")
     run.add_argument("--metrics-interval", type=float, metavar="S",
                      help="seconds of audio between metrics reports (default 10)")
     run.add_argument("--flush-timeout", type=float, default=10.0, metavar="S",
@@ -99,7 +101,7 @@ def _open_store(args: argparse.Namespace):
 
     state_dir = resolve_state_dir(args.state_dir)
     bundle = load_bundle(args.bundle, state_dir=state_dir)
-    return bundle, HeadStore(bundle, state_dir), state_dir
+    return bundle, HeadStore(bundle, state_dir, args.head), state_dir
 
 
 def _fraction(value: float | None) -> str:
@@ -135,62 +137,15 @@ def _daemon_config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .audio.detect import DetectorSettings
-    from .audio.models import AudioModels
-    from .audio.sources import open_source
-    from .bundle import load_bundle
-    from .head_store import HeadStore
-    from .run import RunSettings, run_audio
-    from .runtime.providers import ProviderSettings
-    from .sinks import FanoutSink, StreamSink
-    from .state import resolve_state_dir
+    from .sinks import StreamSink
+    from .wiring import Device
 
     cfg = _daemon_config(args)
-    state_dir = resolve_state_dir(cfg.state_dir)
-    bundle = load_bundle(cfg.bundle, state_dir=state_dir)
-    store = HeadStore(bundle, state_dir)
-    audio = cfg.audio
-    detector = DetectorSettings(threshold=audio.threshold, smoothing_hops=audio.smoothing_hops,
-                                refractory_s=None if audio.refractory_ms is None else audio.refractory_ms / 1000.0)
-    providers = ProviderSettings(providers=cfg.runtime.providers, require_accelerator=cfg.runtime.require_accelerator,
-                                 intra_op_threads=cfg.runtime.intra_op_threads)
-    settings = RunSettings(hop_ms=audio.hop_ms, detector=detector, providers=providers,
-                           metrics_interval_s=cfg.metrics.interval_s)
-    version = store.current_version
-    head = store.head(version)
-    if bundle.manifest.audio is None:
-        from .contract import ContractError
-
-        raise ContractError(f"bundle {bundle.bundle_id} has no audio modality; `edge run --audio` needs one")
-    # The source first: a wrong URI is reported before the models load.
-    source = open_source(audio.source, bundle.manifest.audio.frontend.sample_rate_hz, raw_rate_hz=args.raw_rate)
-    models = AudioModels(bundle, settings.providers, state_dir=state_dir)
-    telemetry = None
+    holder: dict[str, Device] = {}
     # Printing is the only output without a broker: a closed stdout (`| head`) then ends the run.
-    sink = printer = StreamSink(sys.stdout, as_json=args.json,
-                                on_closed=source.close if cfg.mqtt.host is None else None)
-    if cfg.mqtt.host is not None:
-        from .telemetry.publisher import Telemetry
-        from .telemetry.sink import TelemetrySink
-
-        telemetry = Telemetry.from_config(cfg, state_dir=state_dir, status_extra={
-            "bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
-            "head_version": version, "provider": models.provider})
-        sink = FanoutSink(printer, TelemetrySink(telemetry))
-
-    seen = {"version": version}
-
-    def head_updates():
-        """A newer current head version (an `edge enroll` or `edge heads --rollback` beside us)."""
-        latest = store.current_version
-        if latest == seen["version"]:
-            return None
-        seen["version"] = latest  # a version that fails to load is reported once, not every second
-        new_head = store.head(latest)
-        if telemetry is not None:
-            telemetry.status(head_version=latest)
-        return new_head, latest
-
+    printer = StreamSink(sys.stdout, as_json=args.json,
+                         on_closed=(lambda: holder["device"].stop()) if cfg.mqtt.host is None else None)
+    device = holder["device"] = Device.from_config(cfg, raw_rate_hz=args.raw_rate, sinks=[printer])
     stops = []
 
     def stop(signum: int, frame: Any) -> None:
@@ -198,23 +153,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if len(stops) > 1:
             raise KeyboardInterrupt
         log.info("signal %d: stopping after the current chunk (again to abort)", signum)
-        source.close()
+        device.stop()
 
     in_main = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
-        with source:
-            summary = run_audio(bundle, source, settings, sink, head=head, head_version=version, models=models,
-                                state_dir=state_dir, head_updates=head_updates)
+        summaries = device.run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if telemetry is not None:
-            # What is not acknowledged in time stays in the on-disk outbox for the next start.
-            if not telemetry.close(timeout_s=args.flush_timeout):
-                log.warning("telemetry: %d messages not yet acknowledged stay in the outbox for the next start",
-                            telemetry.counters.pending)
-    log.info("summary: %s", json.dumps(summary.to_json(), sort_keys=True))
+        device.close(timeout_s=args.flush_timeout)
+    for summary in summaries:
+        log.info("summary: %s", json.dumps(summary.to_json(), sort_keys=True))
     if printer.closed:  # keep Python's exit-time flush of a closed pipe from complaining
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
@@ -259,10 +209,11 @@ def _cmd_heads(args: argparse.Namespace) -> int:
     versions = store.versions()
     if args.json:
         _print_json({"bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
-                     "content_id": bundle.content_id, "current": current,
+                     "content_id": bundle.content_id, "head": store.head_name, "current": current,
                      "versions": [v.to_json() for v in versions]})
         return 0
-    print(f"bundle {bundle.bundle_id} {bundle.bundle_version} (content {bundle.content_id}), store {store.root}")
+    print(f"bundle {bundle.bundle_id} {bundle.bundle_version} (content {bundle.content_id}), head {store.head_name}, "
+          f"store {store.root}")
     for v in versions:
         acc = "" if v.accuracy_after is None else (
             f"  held-out {_fraction(v.accuracy_before)} -> {_fraction(v.accuracy_after)}")

@@ -36,8 +36,8 @@ from edgetune.errors import UsageError
 
 from .runtime.providers import ALIASES, provider_hint, resolve_provider
 
-from .contract.errors import ContractError
-from .contract.topics import check_device_id
+from edgetune.contract.errors import ContractError
+from edgetune.contract.topics import check_device_id
 from .telemetry.outbox import OVERFLOW_POLICIES
 
 __all__ = [
@@ -164,7 +164,8 @@ class AudioConfig:
     Attributes:
         source: a source URI, e.g. ``"alsa"`` (default microphone), ``"wav:/path/clip.wav"``,
             ``"-"`` (raw PCM on stdin). Parsed by the streaming module.
-        hop_ms: milliseconds of audio per inference (the window slides by this much).
+        hop_ms: milliseconds of audio per inference (the window slides by this much); None = the
+            bundle's natural hop (about 100 ms; 80 ms for speech_embedding, whose windows step by 80).
         threshold: smoothed score in (0, 1] at which a label is detected.
         smoothing_hops: scores are averaged over this many hops (1 = no smoothing).
         refractory_ms: milliseconds after a detection in which no other detection fires;
@@ -173,7 +174,7 @@ class AudioConfig:
 
     _section: ClassVar[str] = "audio"
     source: str = "alsa"
-    hop_ms: float = 100.0
+    hop_ms: float | None = None
     threshold: float = 0.5
     smoothing_hops: int = 3
     refractory_ms: float | None = None
@@ -181,7 +182,8 @@ class AudioConfig:
     def __post_init__(self) -> None:
         s = self._section
         _text(s, "source", self.source, "a source URI such as 'alsa', 'wav:/path/clip.wav' or '-'")
-        _set(self, "hop_ms", _positive(s, "hop_ms", self.hop_ms, 10_000.0, " (milliseconds), e.g. 100"))
+        if self.hop_ms is not None:
+            _set(self, "hop_ms", _positive(s, "hop_ms", self.hop_ms, 10_000.0, " (milliseconds), e.g. 80"))
         _set(self, "threshold", _positive(s, "threshold", self.threshold, 1.0, " (a smoothed score)"))
         _int(s, "smoothing_hops", self.smoothing_hops, 1, 100, " (hops; 1 = no smoothing)")
         if self.refractory_ms is not None:

@@ -126,8 +126,9 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
     r_emb = np.zeros((0, old.embedding_size), np.float32)
     r_lab: np.ndarray = np.zeros(0, dtype=str)
     r_fit = r_held = np.zeros(0, dtype=np.int64)
-    if bundle.replay is not None:
-        r_emb, r_lab = bundle.replay.embeddings, np.asarray(bundle.replay.labels)
+    replay = store.base.replay
+    if replay is not None:
+        r_emb, r_lab = replay.embeddings, np.asarray(replay.labels)
         r_fit, r_held = stratified_split(r_lab, holdout_fraction, seed + 1)
 
     weight, bias, labels = fit_head(

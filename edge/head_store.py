@@ -1,12 +1,12 @@
-"""Versioned heads in the device's state directory, one store per bundle content id.
+"""Versioned heads in the device's state directory, one store per head of a bundle content id.
 
 ::
 
-    <state_dir>/heads/<bundle content id>/
+    <state_dir>/heads/<bundle content id>/<head name>/
         index.json      versions, their lineage and held-out accuracy, the current pointer
         v1.npz, v2.npz  weight [C, D], bias [C], labels [C]
 
-Version 0 is the bundle's own head (never copied). Every refit is saved as a new version, with
+Version 0 is the bundle's own head of that name (never copied). Every refit is saved as a new version, with
 ``promoted`` telling whether it became current; :meth:`HeadStore.rollback` points ``current`` at
 any saved version. Each file is written to a temporary name, flushed to disk and renamed over the
 old one, and ``index.json`` last, so a crash at any moment leaves the previous, consistent store.
@@ -31,7 +31,7 @@ import numpy as np
 from edgetune.errors import UsageError
 
 from .bundle import Bundle
-from .contract import ContractError, tensors
+from edgetune.contract import ContractError, tensors
 from .head import Head
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,13 @@ def _now() -> str:
 
 
 class HeadStore:
-    """The head versions of one bundle on this device."""
+    """The versions of one named head of a bundle on this device (default: the bundle's first head)."""
 
-    def __init__(self, bundle: Bundle, state_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, bundle: Bundle, state_dir: str | os.PathLike[str], head_name: str | None = None) -> None:
         self.bundle = bundle
-        self.root = Path(state_dir) / "heads" / bundle.content_id
+        self.base = bundle.bundle_head(head_name)
+        self.head_name = self.base.name
+        self.root = Path(state_dir) / "heads" / bundle.content_id / self.head_name
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class HeadStore:
         if not path.is_file():
             return {"format": _FORMAT, "bundle_id": self.bundle.bundle_id,
                     "bundle_version": self.bundle.bundle_version, "content_id": self.bundle.content_id,
-                    "current": 0, "versions": [], "history": []}
+                    "head": self.head_name, "current": 0, "versions": [], "history": []}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != _FORMAT or not isinstance(data.get("versions"), list):
@@ -108,7 +110,7 @@ class HeadStore:
 
     def versions(self) -> list[HeadVersion]:
         """Every version, oldest first; version 0 is the bundle's head."""
-        zero = HeadVersion(version=0, labels=self.bundle.head.labels, created_at=self.bundle.manifest.created_at,
+        zero = HeadVersion(version=0, labels=self.base.head.labels, created_at=self.bundle.manifest.created_at,
                            details={"source": "bundle"})
         out = [zero]
         for entry in self._read_index()["versions"]:
@@ -126,7 +128,7 @@ class HeadStore:
             if entry.version == version:
                 return entry
         known = [v.version for v in self.versions()]
-        raise UsageError(f"head version {version} does not exist for bundle {self.bundle.bundle_id} "
+        raise UsageError(f"head version {version} does not exist for head {self.head_name} of bundle {self.bundle.bundle_id} "
                          f"(content {self.bundle.content_id}); versions are {known}")
 
     def head(self, version: int | None = None) -> Head:
@@ -134,7 +136,7 @@ class HeadStore:
         version = self.current_version if version is None else version
         entry = self.info(version)
         if entry.file is None:
-            return self.bundle.head
+            return self.base.head
         path = self.root / entry.file
         try:
             data = path.read_bytes()
@@ -165,9 +167,9 @@ class HeadStore:
     def add(self, head: Head, *, parent: int, n_samples: int, accuracy_before: float | None,
             accuracy_after: float | None, promote: bool, details: dict[str, Any] | None = None) -> HeadVersion:
         """Save ``head`` as the next version; make it current when ``promote``."""
-        if head.embedding_size != self.bundle.head.embedding_size:
-            raise ValueError(f"head is {head.embedding_size} wide; this bundle's embeddings are "
-                             f"{self.bundle.head.embedding_size}")
+        if head.embedding_size != self.base.head.embedding_size:
+            raise ValueError(f"head is {head.embedding_size} wide; head {self.head_name}'s input is "
+                             f"{self.base.head.embedding_size}")
         buf = io.BytesIO()
         np.savez(buf, **{tensors.HEAD_WEIGHT: head.weight, tensors.HEAD_BIAS: head.bias,
                          _LABELS_KEY: np.array(head.labels, dtype=np.str_)})

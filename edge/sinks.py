@@ -1,4 +1,4 @@
-"""Where :func:`~edgetune.edge.run.run_audio` sends what it observes.
+"""Where :func:`~edgetune.edge.pipeline.loop.run_pipeline` sends what it observes.
 
 A sink has two methods, ``detection(event: DetectionEvent)`` and ``metrics(report:
 MetricsReport)``; each record's ``body()`` is the body of the telemetry message of that type
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Protocol
 
-from .audio.detect import Detection
+from .pipeline.stages import Detection
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,13 @@ class DetectionEvent:
     bundle_version: str
     head_version: int
     modality: str = "audio"
+    pipeline: str = "audio"
+    head: str = "keywords"
 
     def body(self) -> dict[str, Any]:
         """The ``event`` message body."""
         d = self.detection
-        return {"label": d.label, "score": round(float(d.score), 6), "modality": self.modality,
+        return {"pipeline": self.pipeline, "head": self.head, "label": d.label, "score": round(float(d.score), 6), "modality": self.modality,
                 "source": self.source[:512], "offset_s": round(float(d.offset_s), 4), "bundle_id": self.bundle_id,
                 "bundle_version": self.bundle_version, "head_version": int(self.head_version),
                 "latency_ms": round(float(d.latency_ms), 4)}
@@ -42,7 +44,7 @@ class DetectionEvent:
 
 @dataclass(frozen=True)
 class MetricsReport:
-    """Figures over ``window_s`` seconds of audio; ``errors`` counts since the start of the run."""
+    """Figures of one pipeline over ``window_s`` seconds of stream time; ``errors`` counts since the start of the run."""
 
     observed_at: float
     window_s: float
@@ -53,10 +55,11 @@ class MetricsReport:
     errors: dict[str, int] = field(default_factory=dict)
     rss_mb: float | None = None
     temperature_c: float | None = None
+    pipeline: str = "audio"
 
     def body(self) -> dict[str, Any]:
         """The ``metrics`` message body."""
-        body: dict[str, Any] = {"window_s": round(float(self.window_s), 4), "inferences": int(self.inferences),
+        body: dict[str, Any] = {"pipeline": self.pipeline, "window_s": round(float(self.window_s), 4), "inferences": int(self.inferences),
                                 "latency_ms": dict(self.latency_ms), "provider": self.provider,
                                 "errors": dict(self.errors)}
         for name in ("rtf", "rss_mb", "temperature_c"):
@@ -67,7 +70,7 @@ class MetricsReport:
 
 
 class Sink(Protocol):
-    """What :func:`~edgetune.edge.run.run_audio` reports to."""
+    """What :func:`~edgetune.edge.pipeline.loop.run_pipeline` reports to."""
 
     def detection(self, event: DetectionEvent) -> None: ...
 

@@ -1,6 +1,6 @@
 """Export the audio graphs to ONNX and measure their parity with PyTorch.
 
-Two graphs, with the tensor names of :mod:`edgetune.edge.contract.tensors`:
+Two graphs, with the tensor names of :mod:`edgetune.contract.tensors`:
 
 - the front-end (:class:`~edgetune.export.audio.frontend.MfccFrontend`): ``pcm`` float32
   ``[B, N]`` to ``features`` float32 ``[B, T, F]``, batch and samples dynamic;
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetune.edge.contract import tensors
-from edgetune.edge.contract.manifest import MfccParams
+from edgetune.contract import tensors
+from edgetune.contract.audio_spec import MfccParams
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
 def export_frontend(frontend: nn.Module, path: Path, *, example_samples: int | None = None) -> Path:
     """Write ``frontend`` (pcm ``[B, N]`` -> features ``[B, T, F]``) to ``path``; B and N dynamic."""
     params: MfccParams = frontend.params
-    min_samples = params.n_fft + params.lookback_samples  # one frame
+    min_samples = params.frame_length_samples + params.lookback_samples  # one frame
     n = example_samples or max(params.sample_rate_hz + params.lookback_samples, min_samples + 1)
     example = 0.1 * torch.randn(_EXAMPLE_BATCH, n, generator=torch.Generator().manual_seed(0))
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("samples", min=min_samples)}
@@ -147,3 +147,44 @@ def parity_signal(sample_rate_hz: int, seconds: float = 3.0, seed: int = 0) -> n
     signal[quarter: quarter + n // 10] = 0.0  # silence
     signal[-n // 10:] *= 2.0  # louder tail
     return np.clip(signal, -1.0, 1.0).astype(np.float32)
+
+
+def parity_clips(pcm: np.ndarray, clip_samples: int, lookback: int) -> np.ndarray:
+    """``pcm`` as clips float32 ``[B', clip_samples + lookback]`` (a long signal is cut into clips;
+    clips without their look-back get zeros in front)."""
+    pcm = np.asarray(pcm, dtype=np.float32)
+    width = clip_samples + lookback
+    if pcm.ndim == 2 and pcm.shape[1] == width:
+        return pcm
+    if pcm.ndim == 2 and pcm.shape[1] == clip_samples:
+        return np.pad(pcm, ((0, 0), (lookback, 0)))
+    flat = pcm.reshape(-1)
+    if flat.size < width:
+        flat = np.pad(flat, (0, width - flat.size))
+    n_clips = flat.size // width
+    return flat[: n_clips * width].reshape(n_clips, width)
+
+
+def torch_audio_graphs(frontend: nn.Module, embedder: nn.Module, audio, parity_pcm: np.ndarray | None = None):
+    """A graph writer (``export/bundle.py``) for a torch front-end and a whole-clip embedder.
+
+    ``embedder`` maps features ``[B, frames_per_clip, F]`` to ``[B, D]``. Parity is measured
+    torch vs ONNX Runtime on ``parity_pcm`` (samples ``[n]``, cut into clips, or clips ``[B, N]``;
+    default :func:`parity_signal`, 3 s).
+    """
+    params = audio.frontend
+
+    def write(staging: Path) -> dict[str, Any]:
+        frontend.eval()
+        embedder.eval()
+        export_frontend(frontend, staging / audio.frontend_file)
+        export_embedder(embedder, staging / audio.embedder_file, n_frames=audio.frames_per_clip,
+                        n_features=params.n_features)
+        source = parity_signal(params.sample_rate_hz) if parity_pcm is None else parity_pcm
+        clips = parity_clips(source, audio.clip_samples, params.lookback_samples)
+        with torch.no_grad():
+            features = frontend(torch.from_numpy(clips)).numpy()
+        return {audio.frontend_file: measure_parity(frontend, staging / audio.frontend_file, clips),
+                audio.embedder_file: measure_parity(embedder, staging / audio.embedder_file, features)}
+
+    return write

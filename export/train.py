@@ -26,11 +26,14 @@ import torch
 from torch import nn
 
 from edgetune import __version__
-from edgetune.edge.contract.manifest import AudioSpec, Manifest, MfccParams
+from edgetune.contract.manifest import AudioSpec, Manifest, MfccParams
+
+from .backbones import ds_cnn_provenance
 
 from .audio.frontend import MfccFrontend
 from .audio.model import DsCnn, DsCnnConfig, KeywordModel, save_checkpoint
-from .bundle import check_bundle_target, write_audio_bundle
+from .bundle import KEYWORD_HEAD, HeadArrays, check_bundle_target, write_bundle
+from .onnx_export import torch_audio_graphs
 from .data.speech import ClipSet, SpeechDataConfig, synthesize_splits
 
 log = logging.getLogger(__name__)
@@ -267,7 +270,7 @@ def _train_and_export(out_dir: Path, splits: Mapping[str, ClipSet], label_names:
         timings["features_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        audio_spec = AudioSpec(frontend=params, clip_samples=config.data.clip_samples, embedding_size=config.channels)
+        audio_spec = AudioSpec.whole_clip(params, config.data.clip_samples, config.channels, backbone="ds_cnn")
         arch = DsCnnConfig(n_frames=audio_spec.frames_per_clip, n_features=params.n_features,
                            channels=config.channels, n_blocks=config.n_blocks, dropout=config.dropout)
         embedder = DsCnn(arch)
@@ -315,14 +318,16 @@ def _train_and_export(out_dir: Path, splits: Mapping[str, ClipSet], label_names:
         if test_dir.exists():
             shutil.rmtree(test_dir)
         _write_test_clips(splits["test"], test_dir, config.data.sample_rate_hz)
-        manifest = write_audio_bundle(
-            out_dir, bundle_id=config.bundle_id, bundle_version=config.bundle_version, params=params,
-            clip_samples=config.data.clip_samples, embedder=model.embedder,
-            head_weight=model.head.weight, head_bias=model.head.bias, labels=label_names,
-            replay_embeddings=replay_x, replay_labels=replay_y, metrics=metrics,
+        manifest = write_bundle(
+            out_dir, bundle_id=config.bundle_id, bundle_version=config.bundle_version, audio=audio_spec,
+            write_graphs=torch_audio_graphs(frontend, model.embedder, audio_spec, splits["test"].audio[:4]),
+            heads=[HeadArrays(KEYWORD_HEAD, tuple(label_names), model.head.weight, model.head.bias,
+                              replay_embeddings=replay_x, replay_labels=replay_y)],
+            metrics=metrics,
             provenance={"code": _code_version(), "data": dict(data_description), "config": dict(config_json),
+                        "backbones": [ds_cnn_provenance()],
                         "recipe": "source model trained from scratch (DS-CNN, AdamW, best epoch on val split)"},
-            parity_pcm=splits["test"].audio[:4], overwrite=overwrite)
+            overwrite=overwrite)
         timings["export_s"] = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads_before)

@@ -3,7 +3,7 @@
 Modules, in the order the data flows:
 
 - :mod:`.ingest`: subscribe (MQTT v5, shared subscriptions, QoS 1, persistent session), validate
-  with ``edgetune.edge.contract``, count rejects, store, then acknowledge.
+  with ``edgetune.contract``, count rejects, store, then acknowledge.
 - :mod:`.store` / :mod:`.db`: each (device, seq) stored once; SQLite today, by URL.
 - :mod:`.api` and ``static/``: the JSON API and the dashboard page.
 - :mod:`.service`: :class:`~.service.Server`, all of it wired together; :mod:`.cli`: ``edgetune server``.

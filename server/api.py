@@ -25,8 +25,8 @@ from typing import Any, Callable
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from edgetune.edge.contract import topics
-from edgetune.edge.contract.errors import ContractError
+from edgetune.contract import topics
+from edgetune.contract.errors import ContractError
 
 from .store import Store, StoreError
 

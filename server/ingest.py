@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from edgetune.edge.contract import messages, topics
-from edgetune.edge.contract.errors import ContractError
+from edgetune.contract import messages, topics
+from edgetune.contract.errors import ContractError
 from edgetune.errors import UsageError
 
 from .store import Outcome, Store, StoreError

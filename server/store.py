@@ -154,7 +154,7 @@ class Store:
     # -- writes --------------------------------------------------------------------------------
 
     def add(self, msg: Mapping[str, Any], topic: str, received_at: float) -> Outcome:
-        """Store one *validated* envelope (see ``edgetune.edge.contract.messages``) in one transaction.
+        """Store one *validated* envelope (see ``edgetune.contract.messages``) in one transaction.
 
         ``topic``: the MQTT topic it came on; ``received_at``: the server's clock when it arrived,
         seconds since the epoch. Returns whether it was new; never stores a (device, seq) twice.

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edgetune.edge.contract.manifest import verify_bundle
+from edgetune.contract.manifest import verify_bundle
 from edgetune.localbroker import find_mosquitto
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.espeak]

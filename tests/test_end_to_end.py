@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from support.telemetry import wait_for
 
-from edgetune.edge.contract import messages, topics
+from edgetune.contract import messages, topics
 from edgetune.localbroker import LocalBroker, find_mosquitto, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.espeak]

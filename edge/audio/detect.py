@@ -1,4 +1,4 @@
-"""From per-hop class posteriors to detections: smoothing, threshold, refractory period.
+"""The audio postprocessor: per-hop class posteriors to detections (smoothing, threshold, refractory).
 
 One spoken word spans several hops, and each of them may score high; the detector turns that
 run of hops into one event. Per hop it averages the posteriors of the last ``smoothing_hops``
@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from edgetune.errors import UsageError
+
+from ..pipeline.stages import Detection
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,6 @@ class DetectorSettings:
                                                   and 0.0 <= self.refractory_s <= 3600.0):
             raise UsageError(f"detector.refractory_s is {self.refractory_s!r}; expected null (one clip) or "
                              "seconds in [0, 3600]")
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One event: ``label`` scored ``score`` (smoothed posterior, 0..1) in the window that ends
-    ``offset_s`` seconds into the stream; ``latency_ms`` is that hop's inference time."""
-
-    label: str
-    score: float
-    offset_s: float
-    latency_ms: float
 
 
 class Detector:

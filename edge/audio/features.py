@@ -2,10 +2,10 @@
 
 The stream is the audio preceded by one clip of zeros (plus the look-back sample), so that a
 full window exists from the start. Feature frame ``g`` starts at stream sample
-``lookback + g * frame_hop_samples`` and reads ``n_fft`` samples, plus the look-back sample before
-it (pre-emphasis). Each hop of ``hop_samples`` new samples completes exactly
+``lookback + g * frame_hop_samples`` and reads ``frame_length_samples`` samples, plus the
+``lookback`` samples before it (MFCC's pre-emphasis needs one; the speech_embedding mel none). Each hop of ``hop_samples`` new samples completes exactly
 ``hop_samples / frame_hop_samples`` new frames; only those are computed, from the
-``lookback + n_fft + (r - 1) * frame_hop_samples`` samples they need, and appended to a ring of
+``lookback + frame_length + (r - 1) * frame_hop_samples`` samples they need, and appended to a ring of
 ``frames_per_clip`` frames. The ring then holds the features of the last clip, as the front-end
 would compute them on that clip whole (to float rounding).
 
@@ -21,13 +21,13 @@ import numpy as np
 
 from edgetune.errors import UsageError
 
-from ..contract.manifest import MfccParams
+from edgetune.contract.audio_spec import FrontendParams
 
 #: float32 [1, N] PCM -> float32 [1, T, F] features
 FrontendFn = Callable[[np.ndarray], np.ndarray]
 
 
-def check_hop(hop_samples: int, params: MfccParams, clip_samples: int) -> int:
+def check_hop(hop_samples: int, params: FrontendParams, clip_samples: int) -> int:
     """``hop_samples`` if it is a positive multiple of ``frame_hop_samples`` and at most a clip."""
     fh = params.frame_hop_samples
     if not (isinstance(hop_samples, int) and hop_samples > 0 and hop_samples % fh == 0
@@ -43,7 +43,7 @@ def check_hop(hop_samples: int, params: MfccParams, clip_samples: int) -> int:
 class FeatureRing:
     """The last clip's features, float32 [frames_per_clip, n_features], advanced hop by hop."""
 
-    def __init__(self, frontend: FrontendFn, params: MfccParams, clip_samples: int, hop_samples: int) -> None:
+    def __init__(self, frontend: FrontendFn, params: FrontendParams, clip_samples: int, hop_samples: int) -> None:
         self.params = params
         self.hop_samples = check_hop(hop_samples, params, clip_samples)
         self.clip_samples = clip_samples
@@ -51,7 +51,7 @@ class FeatureRing:
         self.frames_per_clip = params.n_frames(clip_samples + lookback)
         self._frontend = frontend
         self._new_frames = hop_samples // fh  # frames each hop completes
-        self._need = lookback + params.n_fft + (self._new_frames - 1) * fh  # samples they read
+        self._need = lookback + params.frame_length_samples + (self._new_frames - 1) * fh  # samples they read
         history = np.zeros(lookback + clip_samples, dtype=np.float32)
         #: features of one clip of zeros: the ring's start, and the stand-in for a failed hop
         self.silence = self._run(history[None, :], self.frames_per_clip)

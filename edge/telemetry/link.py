@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from edgetune.errors import UsageError, missing_extra
 
-from ..contract import messages
-from ..contract.topics import device_topic
+from edgetune.contract import messages
+from edgetune.contract.topics import device_topic
 from .outbox import Outbox, OutboxError
 
 if TYPE_CHECKING:

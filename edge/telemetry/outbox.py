@@ -39,9 +39,9 @@ from typing import Any, Mapping
 
 from edgetune.errors import EdgetuneError, UsageError
 
-from ..contract import messages
-from ..contract.errors import ContractError
-from ..contract.topics import check_device_id, device_topic
+from edgetune.contract import messages
+from edgetune.contract.errors import ContractError
+from edgetune.contract.topics import check_device_id, device_topic
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class Outbox:
 
         Args:
             type_: ``"event"``, ``"metrics"``, ``"status"`` or ``"head"``.
-            body: the message body (see :mod:`edgetune.edge.contract.messages`).
+            body: the message body (see :mod:`edgetune.contract.messages`).
             observed_at: when it was observed, seconds since the Unix epoch (UTC).
 
         Returns:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 import edgetune
 from edgetune.errors import UsageError
 
-from ..contract.errors import ContractError
-from ..contract.topics import check_device_id
+from edgetune.contract.errors import ContractError
+from edgetune.contract.topics import check_device_id
 from .link import MqttLink, status_body
 from .outbox import Outbox, OutboxError
 

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from edgetune.edge.contract.manifest import MfccParams
+from edgetune.contract.manifest import MfccParams
 
 from .mel import dct_ii_matrix, dft_kernel, mel_filterbank
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgetune.edge.contract.manifest import MfccParams
+from edgetune.contract.manifest import MfccParams
 
 CHECKPOINT_FORMAT = "edgetune.keyword-model.v1"
 

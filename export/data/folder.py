@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from edgetune.edge.audio.io import AudioFileError, SkippedFile, iter_labelled_folder, load_clip
-from edgetune.edge.contract import tensors
+from edgetune.contract import tensors
 from edgetune.errors import UsageError
 
 log = logging.getLogger(__name__)

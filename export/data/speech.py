@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edgetune.edge.contract import tensors
+from edgetune.contract import tensors
 from edgetune.errors import UsageError
 
 from . import augment

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgetune.edge.bundle import load_bundle
-from edgetune.edge.contract import IntegrityError
+from edgetune.contract import IntegrityError
 from edgetune.errors import UsageError
 
 
@@ -51,7 +51,7 @@ def test_a_missing_bundle_is_a_usage_error(tmp_path):
 
 def test_head_matches_the_npz(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    with np.load(bundle_dir / "head.npz") as head:
+    with np.load(bundle_dir / "head_keywords.npz") as head:
         np.testing.assert_array_equal(bundle.head.weight, head["weight"])
 
 
@@ -71,7 +71,7 @@ def test_a_tar_with_a_path_outside_is_refused(tmp_path):
     import io
     import tarfile
 
-    from edgetune.edge.contract import ContractError
+    from edgetune.contract import ContractError
 
     archive = tmp_path / "evil.tar"
     with tarfile.open(archive, "w") as tar:

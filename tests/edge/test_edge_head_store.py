@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edgetune.edge import head_store as head_store_module
-from edgetune.edge.bundle import Bundle
-from edgetune.edge.contract import ContractError
-from edgetune.edge.contract.manifest import AudioSpec, HeadSpec, Manifest, MfccParams
+from edgetune.edge.bundle import Bundle, BundleHead
+from edgetune.contract import ContractError
+from edgetune.contract.manifest import AudioSpec, HeadSpec, Manifest, MfccParams
 from edgetune.edge.head import Head
 from edgetune.edge.head_store import HeadStore
 from edgetune.edge.state import default_state_dir, resolve_state_dir
@@ -23,12 +23,12 @@ LABELS = ("_background_", "yes", "no")
 @pytest.fixture
 def small_bundle(tmp_path) -> Bundle:
     """A Bundle built in memory (the store needs only its ids and head, not its graphs)."""
+    spec = HeadSpec(name="keywords", labels=LABELS, background_label="_background_")
     manifest = Manifest(bundle_id="store-test", bundle_version="1.0", created_at="2026-01-01T00:00:00+00:00",
-                        modalities=("audio",), heads=(HeadSpec(name="keywords", labels=LABELS),),
-                        audio=AudioSpec(frontend=MfccParams(), clip_samples=16000, embedding_size=D))
+                        heads=(spec,), audio=AudioSpec.whole_clip(MfccParams(), 16000, D))
     head = Head(np.zeros((3, D)), np.zeros(3), LABELS)
-    return Bundle(directory=tmp_path / "bundle", manifest=manifest, content_id="0123456789abcdef", head=head,
-                  replay=None)
+    return Bundle(directory=tmp_path / "bundle", manifest=manifest, content_id="0123456789abcdef",
+                  heads={"keywords": BundleHead(spec, head, None)})
 
 
 def _head(labels=LABELS, value=1.0):
@@ -111,11 +111,11 @@ def test_an_unreadable_index_gives_an_actionable_error(small_bundle, tmp_path):
         store.current_version
 
 
-def test_index_is_plain_json_keyed_by_bundle(small_bundle, tmp_path):
+def test_index_is_plain_json_keyed_by_bundle_and_head(small_bundle, tmp_path):
     store = HeadStore(small_bundle, tmp_path / "state")
     store.add(_head(), parent=0, n_samples=3, accuracy_before=0.5, accuracy_after=0.6, promote=True)
-    index = json.loads((tmp_path / "state" / "heads" / "0123456789abcdef" / "index.json").read_text())
-    assert index["bundle_id"] == "store-test" and index["current"] == 1
+    index = json.loads((tmp_path / "state" / "heads" / "0123456789abcdef" / "keywords" / "index.json").read_text())
+    assert index["bundle_id"] == "store-test" and index["head"] == "keywords" and index["current"] == 1
     assert index["versions"][0]["file"] == "v1.npz" and len(index["versions"][0]["sha256"]) == 64
 
 

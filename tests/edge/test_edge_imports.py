@@ -16,7 +16,7 @@ def _edge_modules():
 
 def test_the_walk_finds_the_device_modules():
     found = _edge_modules()
-    for name in ("edgetune.edge.cli", "edgetune.edge.run", "edgetune.edge.audio.stream",
+    for name in ("edgetune.edge.cli", "edgetune.edge.wiring", "edgetune.edge.pipeline.loop", "edgetune.edge.audio.embed",
                  "edgetune.edge.runtime.providers", "edgetune.edge.enroll", "edgetune.edge.head_store"):
         assert name in found
 

@@ -12,7 +12,7 @@ import pytest
 from support.broker import require_mosquitto
 from support.telemetry import wait_for
 
-from edgetune.edge.contract import messages, topics
+from edgetune.contract import messages, topics
 from edgetune.localbroker import LocalBroker, free_port
 
 DEVICE = "jetson-test-01"

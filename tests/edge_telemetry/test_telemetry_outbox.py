@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edgetune.edge.contract import ContractError, messages
+from edgetune.contract import ContractError, messages
 from edgetune.edge.telemetry.outbox import Outbox
 from edgetune.errors import UsageError
 

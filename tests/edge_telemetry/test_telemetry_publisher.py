@@ -14,7 +14,7 @@ import pytest
 from support.telemetry import wait_for
 
 import edgetune
-from edgetune.edge.contract import ContractError
+from edgetune.contract import ContractError
 from edgetune.edge.telemetry import Outbox, Telemetry
 
 pytestmark = pytest.mark.broker

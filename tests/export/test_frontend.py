@@ -5,8 +5,8 @@ import pytest
 import scipy.fft
 import torch
 
-from edgetune.edge.contract import tensors
-from edgetune.edge.contract.manifest import MfccParams
+from edgetune.contract import tensors
+from edgetune.contract.manifest import MfccParams
 from edgetune.export.audio.frontend import MfccFrontend
 from edgetune.export.onnx_export import export_frontend, onnx_session, parity_signal
 

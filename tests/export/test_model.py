@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgetune.edge.contract.manifest import MfccParams
+from edgetune.contract.manifest import MfccParams
 from edgetune.export.audio.model import DsCnn, DsCnnConfig, KeywordModel, load_checkpoint, save_checkpoint
 
 

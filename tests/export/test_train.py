@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from edgetune.edge.contract.manifest import verify_bundle
+from edgetune.contract.manifest import verify_bundle
 from edgetune.export.train import TrainConfig, train_keyword_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.espeak,

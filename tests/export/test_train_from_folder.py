@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from edgetune.cli import main
-from edgetune.edge.contract.manifest import verify_bundle
+from edgetune.contract.manifest import verify_bundle
 from edgetune.errors import UsageError
 from edgetune.export.data.folder import load_folder_splits
 from edgetune.export.data.speech import SpeechDataConfig, write_dataset_folder

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from support.telemetry import make_event, make_metrics, make_status, topic_for, wait_for
 
-from edgetune.edge.contract import messages, topics
+from edgetune.contract import messages, topics
 from edgetune.server.ingest import MAX_PACKET_BYTES, Ingest, IngestConfig, subscription_filters
 
 pytestmark = pytest.mark.broker

@@ -1,7 +1,7 @@
 """Real bundles for tests, made in seconds.
 
-:func:`make_bundle` writes a bundle through the exporter's own :func:`write_audio_bundle`: the
-real MFCC front-end graph, a real DS-CNN embedder graph, ``head.npz``, ``replay.npz``, parity
+:func:`make_bundle` writes a bundle through the exporter's own :func:`write_bundle`: the
+real MFCC front-end graph, a real DS-CNN embedder graph, the head and its replay set, parity
 figures and a manifest that passes ``verify_bundle``. The only thing not real is the learning:
 with ``trained=False`` the DS-CNN and the head have random (seeded) weights, so the bundle's
 predictions are meaningless; its replay embeddings are the embedder's actual outputs for seeded
@@ -55,14 +55,15 @@ def make_bundle(out_dir: Path, *, labels: tuple[str, ...] = DEFAULT_LABELS, trai
 def _make_random(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
     import torch
 
-    from edgetune.edge.contract.manifest import AudioSpec, MfccParams
+    from edgetune.contract.manifest import AudioSpec, MfccParams
     from edgetune.export.audio.frontend import MfccFrontend
     from edgetune.export.audio.model import DsCnn, DsCnnConfig
-    from edgetune.export.bundle import write_audio_bundle
+    from edgetune.export.bundle import KEYWORD_HEAD, HeadArrays, write_bundle
+    from edgetune.export.onnx_export import torch_audio_graphs
 
     params = MfccParams()
     clip_samples = params.sample_rate_hz
-    n_frames = AudioSpec(frontend=params, clip_samples=clip_samples, embedding_size=1).frames_per_clip
+    n_frames = AudioSpec.whole_clip(params, clip_samples, 1).frames_per_clip
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     embedder = DsCnn(DsCnnConfig(n_frames=n_frames, n_features=params.n_features)).eval()
@@ -86,21 +87,18 @@ def _make_random(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
     dim = embedder.config.embedding_size
     weight = (rng.standard_normal((len(labels), dim)) / np.sqrt(dim)).astype(np.float32)
     bias = np.zeros(len(labels), dtype=np.float32)
-    write_audio_bundle(
+    frontend = MfccFrontend(params)
+    write_bundle(
         out_dir,
         bundle_id="test-random",
         bundle_version=f"0.0.{seed}",
-        params=params,
-        clip_samples=clip_samples,
-        embedder=embedder,
-        head_weight=weight,
-        head_bias=bias,
-        labels=labels,
-        replay_embeddings=replay,
-        replay_labels=np.arange(n_clips) % len(labels),
+        audio=AudioSpec.whole_clip(params, clip_samples, dim),
+        write_graphs=torch_audio_graphs(frontend, embedder, AudioSpec.whole_clip(params, clip_samples, dim),
+                                        clips[:2]),
+        heads=[HeadArrays(KEYWORD_HEAD, labels, weight, bias, replay_embeddings=replay,
+                          replay_labels=np.arange(n_clips) % len(labels))],
         metrics={"note": "random weights: no accuracy claimed"},
         provenance={"made_by": "tests.support.bundles.make_bundle", "trained": False, "seed": seed},
-        parity_pcm=clips[:2],
     )
 
 

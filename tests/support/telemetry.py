@@ -10,7 +10,7 @@ import itertools
 import time
 from typing import Any, Callable
 
-from edgetune.edge.contract import messages, topics
+from edgetune.contract import messages, topics
 
 #: A fixed, plausible observation time (seconds since the epoch) so tests are reproducible.
 T0 = 1_795_000_000.0

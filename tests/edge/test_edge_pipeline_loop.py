@@ -1,14 +1,25 @@
-"""The audio loop: detections and metrics to a sink, bad input counted, never fatal."""
+"""The pipeline loop, driving the audio pipeline: detections and metrics to a sink, bad input
+counted, never fatal, heads swapped between chunks."""
 
 import numpy as np
 import pytest
 
 from edgetune.edge.audio.detect import DetectorSettings
 from edgetune.edge.audio.sources import open_source
-from edgetune.edge.contract import messages
+from edgetune.contract import messages
+from edgetune.edge.audio.pipeline import audio_pipeline
 from edgetune.edge.head import Head, fit_head
-from edgetune.edge.run import RunSettings, run_audio
+from edgetune.edge.pipeline.heads import ActiveHead, HeadSet
+from edgetune.edge.pipeline.loop import LoopSettings, run_pipeline
 from edgetune.edge.sinks import CollectingSink
+
+
+def run_audio(bundle, source, settings, sink, *, head, models, head_version=0, head_updates=None,
+              detector=DetectorSettings()):
+    """The audio pipeline of ``bundle`` over ``source`` with one head, run by the loop (100 ms hops)."""
+    heads = HeadSet([ActiveHead("keywords", head, head_version)])
+    pipeline = audio_pipeline(bundle, models, source, heads, hop_ms=100, detector=detector)
+    return run_pipeline(pipeline, sink, settings, head_updates=head_updates)
 
 
 @pytest.fixture
@@ -23,17 +34,19 @@ def test_run_reports_detections_and_metrics_as_valid_messages(bundle, models, al
                                                              write_wav):
     path = write_wav(tmp_path / "a.wav", tone(440, 3.05))
     sink = CollectingSink()
-    settings = RunSettings(metrics_interval_s=1.0)
+    settings = LoopSettings(metrics_interval_s=1.0)
     with open_source(f"wav:{path}", 16000) as source:
         summary = run_audio(bundle, source, settings, sink, head=always_yes, head_version=3, models=models)
     # The score never drops below the threshold: one event, however long the stream (no re-arm).
     assert [e.detection.label for e in sink.events] == ["yes"]
-    assert summary.hops == 31 and summary.detections == 1 and summary.audio_s == pytest.approx(3.1)
+    assert summary.steps == 31 and summary.detections == 1 and summary.stream_s == pytest.approx(3.1)
     body = sink.events[0].body()
     assert body["offset_s"] == pytest.approx(0.1) and body["head_version"] == 3 and body["source"] == f"wav:{path}"
+    assert body["pipeline"] == "audio" and body["head"] == "keywords" and body["modality"] == "audio"
     messages.make("jetson-07", 1, sink.events[0].observed_at, "event", body)
     assert [r.inferences for r in sink.reports] == [10, 10, 10, 1]
     for report in sink.reports:
+        assert report.body()["pipeline"] == "audio"
         messages.make("jetson-07", 2, report.observed_at, "metrics", report.body())
     assert sink.reports[0].provider == "CPUExecutionProvider" and sink.reports[0].latency_ms["p50"] > 0
 
@@ -64,7 +77,7 @@ def test_one_event_per_word_like_burst(bundle, models, tmp_path, write_wav):
     sink = CollectingSink()
     # Execute
     with open_source(str(path), 16000) as source:
-        run_audio(bundle, source, RunSettings(), sink, head=Head(weight, bias, labels), models=models)
+        run_audio(bundle, source, LoopSettings(), sink, head=Head(weight, bias, labels), models=models)
     # Assert: each burst stays in the window for 1.3 s (13 hops) and gives exactly one event.
     offsets = [e.detection.offset_s for e in sink.events]
     assert [e.detection.label for e in sink.events] == ["yes", "yes"]
@@ -82,8 +95,8 @@ def test_nan_input_and_a_failing_sink_are_counted_not_fatal(bundle, models, alwa
 
     sink = FailingSink()
     with open_source(str(path), 16000) as source:
-        summary = run_audio(bundle, source, RunSettings(), sink, head=always_yes, models=models)
-    assert summary.hops == 10
+        summary = run_audio(bundle, source, LoopSettings(), sink, head=always_yes, models=models)
+    assert summary.steps == 10
     assert summary.errors == {"nonfinite_chunks": 1, "sink_errors": 1}
     assert sink.reports[-1].errors == summary.errors
 
@@ -100,14 +113,14 @@ def test_a_head_promoted_while_running_is_used_from_the_next_poll(bundle, models
 
     def head_updates():
         polls.append(len(polls))
-        return (whistle, 4) if len(polls) == 1 else None
+        return {"keywords": (whistle, 4)} if len(polls) == 1 else {}
 
     sink = CollectingSink()
-    settings = RunSettings(head_poll_s=1.0, detector=DetectorSettings(refractory_s=0.5))
+    settings = LoopSettings(head_poll_s=1.0)
     # Execute
     with open_source(f"wav:{path}", 16000, chunk_samples=1600) as source:
         run_audio(bundle, source, settings, sink, head=always_yes, head_version=3, models=models,
-                  head_updates=head_updates)
+                  head_updates=head_updates, detector=DetectorSettings(refractory_s=0.5))
     # Assert: 'yes' from v3 first, then 'whistle' from v4, each event naming its head version.
     assert [(e.detection.label, e.body()["head_version"]) for e in sink.events] == [("yes", 3), ("whistle", 4)]
     assert len(polls) == 2  # at 1 s and 2 s of audio

@@ -2,11 +2,13 @@
 
 Every message is one envelope::
 
-    {"schema": 1, "device": "jetson-07", "seq": 1234, "observed_at": 1795000000.125,
-     "type": "event", "body": {...}}
+    {"schema": 2, "device": "jetson-07", "seq": 1234, "observed_at": 1795000000.125,
+     "type": "event", "body": {"pipeline": "audio", "head": "keywords", ...}}
 
 - ``seq`` is per device, across all types, strictly increasing and kept across restarts; the
   server stores each (device, seq) once, however often the broker delivers it.
+- every event, metrics and head body names the ``pipeline`` it comes from (a device runs one
+  pipeline per source: ``audio``, ``camera``, ...); the status lists the device's pipelines.
 - ``observed_at`` is when the thing happened on the device (seconds since the Unix epoch, UTC),
   not when it was sent: a message may wait hours in the device's outbox.
 
@@ -24,7 +26,7 @@ from typing import Any, Callable, Mapping
 from .errors import ContractError
 from .topics import check_device_id
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Larger payloads are refused before parsing (an oversized message is bad input, not a crash).
 MAX_PAYLOAD_BYTES = 256 * 1024
 
@@ -79,9 +81,25 @@ def _optional(check: _Check) -> _Check:
     return lambda v: v is None or check(v)
 
 
+_NAME = _text(64)
+_PIPELINE_KEYS = {"name": _NAME, "modality": lambda v: v in ("audio", "image"), "source": _text(512),
+                  "bundle_id": _text(128), "bundle_version": _text(64), "provider": _text(64),
+                  "heads": lambda v: isinstance(v, dict) and 0 < len(v) <= 16 and all(
+                      _NAME(k) and _nonneg_int(n) for k, n in v.items())}
+
+
+def _pipelines(v: Any) -> bool:
+    """The status's list of pipelines: 1-8 objects with exactly the keys of ``_PIPELINE_KEYS``."""
+    return isinstance(v, list) and 0 < len(v) <= 8 and all(
+        isinstance(p, dict) and set(p) == set(_PIPELINE_KEYS) and all(c(p[k]) for k, c in _PIPELINE_KEYS.items())
+        for p in v)
+
+
 # field -> (required, check, what a reader should be told is allowed)
 _BODIES: dict[str, dict[str, tuple[bool, _Check, str]]] = {
     "event": {
+        "pipeline": (True, _NAME, "the pipeline's name, 1-64 characters"),
+        "head": (True, _NAME, "the head's name, 1-64 characters"),
         "label": (True, _text(128), "a label, 1-128 characters"),
         "score": (True, _unit, "a number in [0, 1]"),
         "modality": (True, lambda v: v in ("audio", "image", "fused"), "'audio', 'image' or 'fused'"),
@@ -93,6 +111,7 @@ _BODIES: dict[str, dict[str, tuple[bool, _Check, str]]] = {
         "latency_ms": (False, _nonneg, "milliseconds >= 0"),
     },
     "metrics": {
+        "pipeline": (True, _NAME, "the pipeline's name, 1-64 characters"),
         "window_s": (True, lambda v: _number(v) and v > 0, "seconds > 0"),
         "inferences": (True, _nonneg_int, "an integer >= 0"),
         "latency_ms": (True, _percentiles, "an object of p50/p90/p95/p99/max/mean, each >= 0"),
@@ -111,8 +130,12 @@ _BODIES: dict[str, dict[str, tuple[bool, _Check, str]]] = {
         "head_version": (False, _optional(_nonneg_int), "an integer >= 0"),
         "provider": (False, _optional(_text(64)), "the execution provider in use"),
         "software": (False, _optional(_text(64)), "the edgetune version"),
+        "pipelines": (False, _pipelines, "a list of 1-8 pipelines, each {name, modality, source, bundle_id, "
+                      "bundle_version, provider, heads: {head name: version}}"),
     },
     "head": {
+        "pipeline": (True, _NAME, "the pipeline's name, 1-64 characters"),
+        "head": (True, _NAME, "the head's name, 1-64 characters"),
         "bundle_id": (True, _text(128), "the bundle id"),
         "head_version": (True, _nonneg_int, "an integer >= 0"),
         "labels": (True, lambda v: isinstance(v, list) and len(v) >= 2 and all(_text(128)(x) for x in v),

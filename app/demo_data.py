@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.edge.audio.io import import_soundfile
-from edgetune.edge.contract.tensors import BACKGROUND_LABEL
+from edgetune.contract.tensors import BACKGROUND_LABEL
 
 #: Words the source model never heard; the device learns them on site.
 NEW_WORDS = ("marvin", "sheila", "robot")

@@ -111,7 +111,7 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
 
     step("broker + server + device: streaming held-out clips, publishing over MQTT")
     with LocalBroker(workdir=out / "broker") as broker:
-        stream = _stream(out, bundle, models, head, store.current_version, eval_dir, broker, serve_s)
+        stream = _stream(out, bundle, models, eval_dir, broker, serve_s)
 
     step("done")
     return {
@@ -148,14 +148,12 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _stream(out: Path, bundle, models, head, head_version: int, eval_dir: Path, broker,
-            serve_s: float) -> dict[str, Any]:
-    from edgetune.edge.audio.sources import open_source
-    from edgetune.edge.config import OUTBOX_FILE
-    from edgetune.edge.run import RunSettings, run_audio
-    from edgetune.edge.sinks import CollectingSink, FanoutSink
-    from edgetune.edge.telemetry.publisher import Telemetry
-    from edgetune.edge.telemetry.sink import TelemetrySink
+def _stream(out: Path, bundle, models, eval_dir: Path, broker, serve_s: float) -> dict[str, Any]:
+    """The device as ``edge run`` runs it (:class:`~edgetune.edge.wiring.Device` from a config),
+    streaming a WAV of held-out clips to the broker, and the server storing what arrives."""
+    from edgetune.edge.config import DaemonConfig
+    from edgetune.edge.sinks import CollectingSink
+    from edgetune.edge.wiring import Device
     from edgetune.server.ingest import IngestConfig
     from edgetune.server.service import Server, ServerConfig
 
@@ -170,24 +168,22 @@ def _stream(out: Path, bundle, models, head, head_version: int, eval_dir: Path, 
     try:
         if not server.wait_subscribed(10.0):
             raise RuntimeError(f"the server did not subscribe to the broker at {host}:{port} within 10 s")
-        settings = RunSettings(metrics_interval_s=5.0)
-        telemetry = Telemetry(DEVICE_ID, out / "device-state" / OUTBOX_FILE, host, port,
-                              status_extra={"bundle_id": bundle.bundle_id, "bundle_version": bundle.bundle_version,
-                                            "head_version": head_version, "provider": models.provider})
+        config = DaemonConfig(device_id=DEVICE_ID, bundle=bundle.directory, state_dir=out / "device-state",
+                              audio={"source": f"wav:{out / 'stream.wav'}"}, mqtt={"host": host, "port": port},
+                              metrics={"interval_s": 5.0})
         collected = CollectingSink()
+        device = Device.from_config(config, sinks=[collected], models=models)
         try:
-            telemetry.wait_connected(10.0)
-            source = open_source(f"wav:{out / 'stream.wav'}", bundle.manifest.audio.frontend.sample_rate_hz)
-            summary = run_audio(bundle, source, settings, FanoutSink(collected, TelemetrySink(telemetry)), head=head,
-                                head_version=head_version, models=models)
-            flushed = telemetry.flush(30.0)
-            sent = telemetry.counters
+            device.telemetry.wait_connected(10.0)
+            (summary,) = device.run()
+            flushed = device.telemetry.flush(30.0)
+            sent = device.telemetry.counters
         finally:
-            telemetry.close(5.0)
+            device.close(5.0)
         events = len(collected.events)
         stored = _wait_stored(server, DEVICE_ID, "event", events, timeout_s=20.0)
         stats = server.store.stats()
-        clip_s = bundle.manifest.audio.clip_samples / bundle.manifest.audio.frontend.sample_rate_hz
+        clip_s = bundle.manifest.audio.clip_samples / bundle.manifest.audio.sample_rate_hz
         scored = demo_data.score_stream(truth, [(d.detection.label, d.detection.offset_s)
                                                 for d in collected.events], clip_s)
         if serve_s > 0:
@@ -196,8 +192,10 @@ def _stream(out: Path, bundle, models, head, head_version: int, eval_dir: Path, 
         url = f"{server.url}?token={token}"
     finally:
         server.stop()
+    pipeline = device.pipelines[0]
     return {
-        "stream": {"audio_s": round(summary.audio_s, 1), "hops": summary.hops, "provider": summary.provider,
+        "stream": {"audio_s": round(summary.stream_s, 1), "hops": summary.steps, "provider": summary.provider,
+                   "hop_ms": pipeline.info["hop_ms"], "backbone": pipeline.info["backbone"],
                    "latency_ms": summary.latency_ms, "errors": summary.errors, **scored},
         "telemetry": {"events_published": events, "events_stored": stored, "flushed": flushed,
                       "acked": sent.acked, "pending": sent.pending, "duplicates": stats.get("duplicates"),

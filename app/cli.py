@@ -41,7 +41,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgetune.edge.contract import ContractError
+    from edgetune.contract import ContractError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,55 @@
+"""File names inside a bundle and the tensor names of each ONNX graph.
+
+Export writes graphs with exactly these input and output names; the device looks them up by
+these names. Shapes use ``B`` for batch, ``N`` for samples, ``T`` for feature frames.
+"""
+
+MANIFEST_FILE = "manifest.json"
+
+# audio_frontend.onnx: raw PCM to features, frame-local (contract/audio_spec.py).
+#   pcm      float32 [B, N]   mono samples in [-1, 1] at the manifest's sample rate. The first
+#                             lookback_samples are context only (MFCC: the one sample pre-emphasis
+#                             needs; speech_embedding_mel: none).
+#   features float32 [B, T, F]   T = 1 + (N - lookback - frame_length) // frame_hop_samples
+AUDIO_FRONTEND_FILE = "audio_frontend.onnx"
+AUDIO_FRONTEND_INPUT = "pcm"
+AUDIO_FRONTEND_OUTPUT = "features"
+
+# audio_embedder.onnx: one window of features to one embedding.
+#   features  float32 [B, W, F]   W = audio.embedder.window_frames
+#   embedding float32 [B, D]      D = audio.embedder.window_embedding_size (before pooling)
+AUDIO_EMBEDDER_FILE = "audio_embedder.onnx"
+AUDIO_EMBEDDER_INPUT = "features"
+AUDIO_EMBEDDER_OUTPUT = "embedding"
+
+# image_embedder.onnx: uint8 frames [B, H, W, 3] to one embedding [B, D] (contract/image_spec.py).
+IMAGE_EMBEDDER_FILE = "image_embedder.onnx"
+IMAGE_EMBEDDER_INPUT = "image"
+IMAGE_EMBEDDER_OUTPUT = "embedding"
+
+# A head is plain arrays in an .npz file: logits = embedding @ weight.T + bias.
+#   weight float32 [C, D], bias float32 [C]; labels live in the manifest (or head metadata).
+HEAD_FILE = "head.npz"
+
+
+def head_file(name: str) -> str:
+    """The file of head ``name`` in a bundle (``head_<name>.npz``)."""
+    return f"head_{name}.npz"
+
+
+def replay_file(name: str) -> str:
+    """The replay set of head ``name`` (``replay_<name>.npz``)."""
+    return f"replay_{name}.npz"
+
+
+HEAD_WEIGHT = "weight"
+HEAD_BIAS = "bias"
+
+# Replay set of a head against forgetting during on-device fine-tuning (one file per head).
+#   embeddings float32 [M, D], labels int64 [M] (indices into that head's labels)
+REPLAY_FILE = "replay.npz"
+REPLAY_EMBEDDINGS = "embeddings"
+REPLAY_LABELS = "labels"
+
+# The label a keyword head uses for "no keyword": silence, noise, other speech.
+BACKGROUND_LABEL = "_background_"
