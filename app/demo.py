@@ -1,7 +1,9 @@
 """``edgetune demo``: every program on one machine, on embedded defaults.
 
-1. The exporter synthesises speech with espeak-ng, trains the source keyword model (the ten
-   digits and a dozen commands), tests it on held-out voices, and exports the bundle.
+1. The exporter synthesises speech with espeak-ng, trains a keyword head (the ten digits and a
+   dozen commands) on Google's pretrained ``speech_embedding`` backbone, tests it on held-out
+   voices beside the baselines (MFCC + linear model / decision tree, a DS-CNN from scratch), and
+   exports the bundle.
 2. A Mosquitto broker on a free port and the server (SQLite in the work folder, HTTP on a free
    port) start.
 3. The device verifies the bundle, measures its head on held-out clips that include three
@@ -35,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("demo", help="run exporter, device, broker and server on this machine",
                             description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", metavar="DIR", help="keep everything the demo makes in DIR (bundle, database, logs)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the exporter's)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of the DS-CNN baseline (default: the exporter's)")
     parser.add_argument("--serve", type=float, default=0.0, metavar="S",
                         help="keep the dashboard up for S seconds after the summary (default 0)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -77,7 +80,8 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     from edgetune.edge.dataset import embed_folder
     from edgetune.edge.evaluate import evaluate_embeddings
     from edgetune.edge.head_store import HeadStore
-    from edgetune.export.train import TrainConfig, train_keyword_bundle
+    from edgetune.export.train import TrainConfig
+    from edgetune.export.transfer import TransferConfig, train_transfer_bundle
     from edgetune.localbroker import LocalBroker
 
     from . import demo_data
@@ -88,9 +92,9 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     for old in ("server.db", "server.db-wal", "server.db-shm"):
         (out / old).unlink(missing_ok=True)
 
-    step("exporter: synthesising speech and training the source model")
-    config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
-    trained = train_keyword_bundle(out / "bundle", config, progress=True, overwrite=True)
+    step("exporter: synthesising speech, training a head on the pretrained speech_embedding backbone")
+    config = TransferConfig() if epochs is None else TransferConfig(ds_cnn=TrainConfig(epochs=epochs, baselines=False))
+    trained = train_transfer_bundle(out / "bundle", config, progress=True, overwrite=True)
     host = trained.metrics["test"]
 
     step("on-site data: new keywords from the site's voices, held-out voices for testing")
@@ -116,6 +120,7 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     step("done")
     return {
         "host": {"test_accuracy": host["accuracy"], "n": host["n"], "voices": host["voices"],
+                 "backbone": config.backbone, "recipe": trained.metrics["recipe"],
                  "baselines": {k: v.get("accuracy") for k, v in trained.metrics.get("baselines", {}).items()},
                  "timings_s": trained.timings_s},
         "device": {"new_labels": list(demo_data.NEW_WORDS), "enrolled_files": report.n_files,
@@ -223,15 +228,16 @@ def render(s: dict[str, Any]) -> str:
     lines = [
         "",
         "edgetune demo summary",
-        f"  source model, held-out voices:   {pct(s['host']['test_accuracy'])} (n={s['host']['n']})"
-        + (f"; baselines: {base}" if base else ""),
+        f"  exporter, {s['host']['backbone']} + linear head, held-out voices: {pct(s['host']['test_accuracy'])} "
+        f"(n={s['host']['n']})" + (f"; baselines on the same split: {base}" if base else ""),
         f"  device, held-out clips incl. new words {', '.join(d['new_labels'])}:",
         f"    before on-device fine-tuning:  {pct(d['accuracy_before'])} (n={d['n']}; source words "
         f"{pct(d['old_words']['before'])}, new words {pct(d['new_words']['before'])})",
         f"    after  on-device fine-tuning:  {pct(d['accuracy_after'])} (source words {pct(d['old_words']['after'])}, "
         f"new words {pct(d['new_words']['after'])}; head v{d['head_version']}, promoted: {d['promoted']}, "
         f"{d['enrolled_files']} site clips)",
-        f"  streaming {st['audio_s']} s of audio on {st['provider']}: {st['hits']}/{st['keywords']} keywords detected, "
+        f"  streaming {st['audio_s']} s of audio ({st['hop_ms']:g} ms hops) on {st['provider']}: "
+        f"{st['hits']}/{st['keywords']} keywords detected, "
         f"{st['wrong_label']} wrong label, {st['spurious']} spurious; hop latency p50 "
         f"{st['latency_ms'].get('p50', 0):.2f} ms, p99 {st['latency_ms'].get('p99', 0):.2f} ms",
         f"  events published: {t['events_published']}   events stored by the server: {t['events_stored']}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Mapping, Union
 
-from .checks import is_int, one_of, require
+from .checks import is_int, is_number, one_of, require
 from .graphs import Graph
 from . import tensors
 
@@ -87,12 +87,12 @@ class SpeechMelParams:
 
     Fixed by the pretrained graph: 16 kHz, frames of 512 samples every 160 (10 ms), 32 mel
     bands, no look-back. The wheel's graph floors the log-mel at the *call's* maximum minus
-    80 dB, which makes a frame depend on other audio in the same call; the bundle's graph
-    applies ``floor`` instead, a rule local to the frame (see the exporter's
-    ``export/audio/speech_embedding.py`` for the rule and its measured effect).
+    80 dB, which makes a frame depend on other audio in the same call; the bundle's graph floors
+    it at ``floor_db`` instead (the wheel's dB units, int16-scaled PCM), a rule local to the frame.
+    ``export/audio/speech_embedding.py`` measured the choice against openWakeWord's streaming.
     """
 
-    floor: str
+    floor_db: float
     kind: str = "speech_embedding_mel"
     sample_rate_hz: int = 16000
     frame_length_samples: int = 512
@@ -100,16 +100,15 @@ class SpeechMelParams:
     n_mels: int = 32
     lookback_samples: int = 0
 
-    #: Frame-local floors the exporter implements.
-    FLOORS = ("frame_max_minus_80db", "absolute", "none")
-
     def __post_init__(self) -> None:
         fixed = {"kind": "speech_embedding_mel", "sample_rate_hz": 16000, "frame_length_samples": 512,
                  "frame_hop_samples": 160, "n_mels": 32, "lookback_samples": 0}
         for name, value in fixed.items():
             require(getattr(self, name) == value and type(getattr(self, name)) is type(value),
                     f"audio.frontend.{name}", getattr(self, name), f"{value!r} (fixed by the pretrained graph)")
-        require(self.floor in self.FLOORS, "audio.frontend.floor", self.floor, f"one of {list(self.FLOORS)}")
+        require(is_number(self.floor_db) and -100.0 <= self.floor_db <= 100.0, "audio.frontend.floor_db",
+                self.floor_db, "a number of dB in [-100, 100]")
+        object.__setattr__(self, "floor_db", float(self.floor_db))
 
     @property
     def n_features(self) -> int:

@@ -48,8 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--data", metavar="DIR",
                        help="train on this folder per label instead of synthesised speech (not with --words)")
     data_options(train)
-    train.add_argument("--epochs", type=int, help="training epochs (default 10)")
-    train.add_argument("--no-baselines", action="store_true", help="skip the MFCC baselines (scikit-learn)")
+    train.add_argument("--backbone", default="speech_embedding", metavar="NAME",
+                       help="speech_embedding (default: Google's, pretrained on real speech; a linear head is "
+                            "trained on it) or ds_cnn (a small model trained from scratch on MFCC)")
+    train.add_argument("--epochs", type=int, help="DS-CNN training epochs (default 10)")
+    train.add_argument("--no-baselines", action="store_true",
+                       help="skip the baselines (MFCC + linear model / decision tree; the DS-CNN from scratch)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing bundle at BUNDLE_DIR")
     train.add_argument("--tar", action="store_true", help="also write BUNDLE_DIR.tar")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -108,16 +112,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.data and args.words:
         raise UsageError("--data and --words conflict: with --data the labels are DIR's label folders; "
                          "drop --words, or drop --data to train on synthesised words")
+    from edgetune.export.backbones import backbone
+
+    name = backbone(args.backbone).name
     changes: dict[str, Any] = {"data": _data_config(args), "seed": args.seed, "baselines": not args.no_baselines}
-    if args.data:
-        changes["bundle_id"] = "edgetune-kws-folder"
-    if args.epochs is not None:
+    if args.epochs is not None and name != "ds_cnn":
+        changes["ds_cnn"] = TrainConfig(epochs=args.epochs, baselines=False)
+    elif args.epochs is not None:
         changes["epochs"] = args.epochs
     try:
-        config = TrainConfig(**changes)
+        if name == "ds_cnn":
+            if args.data:
+                changes["bundle_id"] = "edgetune-kws-folder"
+            config = TrainConfig(**changes)
+        else:
+            from edgetune.export.transfer import TransferConfig
+
+            if args.data:
+                changes["bundle_id"] = "edgetune-kws-folder"
+            config = TransferConfig(**changes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.data:
+    if name != "ds_cnn":
+        from edgetune.export.transfer import train_transfer_bundle
+
+        result = train_transfer_bundle(args.out, config, progress=True, data_dir=args.data, overwrite=args.overwrite)
+    elif args.data:
         result = train_folder_bundle(args.data, args.out, config, progress=True, overwrite=args.overwrite)
     else:
         result = train_keyword_bundle(args.out, config, progress=True, overwrite=args.overwrite)
@@ -125,7 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     metrics = result.metrics
     if args.json:
         print(json.dumps({"bundle": str(result.bundle_dir), "tar": str(tar_path) if tar_path else None,
-                          "checkpoint": str(result.checkpoint), "test_data": str(result.test_data_dir),
+                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                          "test_data": str(result.test_data_dir),
                           "timings_s": result.timings_s, "metrics": metrics}, indent=2, sort_keys=True))
         return 0
     test = metrics["test"]
@@ -139,9 +160,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{len(skipped)} file(s) skipped:")
         for item in skipped:
             print(f"  {item['path']}: {item['reason']}")
-    for name, base in metrics.get("baselines", {}).items():
-        print(f"  baseline {name}: {base['accuracy']:.3f}")
-    print(f"test clips: {result.test_data_dir}; checkpoint: {result.checkpoint}")
+    print(f"  recipe: {metrics.get('recipe', result.manifest.provenance.get('recipe'))}")
+    for base_name, base in metrics.get("baselines", {}).items():
+        print(f"  baseline {base_name}: {base['accuracy']:.3f}")
+    curve = metrics.get("learning_curve")
+    if curve:
+        print("  learning curve (clips per class: test accuracy): "
+              + ", ".join(f"{p['per_class']}: {p['accuracy']:.3f}" for p in curve))
+    print(f"test clips: {result.test_data_dir}" + (f"; checkpoint: {result.checkpoint}" if result.checkpoint else ""))
     if tar_path:
         print(f"tar: {tar_path}")
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings_s.items()))

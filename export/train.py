@@ -98,7 +98,7 @@ class TrainResult:
     manifest: Manifest
     bundle_dir: Path
     metrics: Mapping[str, Any]
-    checkpoint: Path
+    checkpoint: Path | None  # None: nothing trained but the head (feature-based transfer)
     test_data_dir: Path
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -199,9 +199,47 @@ def _train(model: KeywordModel, x: torch.Tensor, y: torch.Tensor, val_x: torch.T
     return best_state, history
 
 
+@dataclass(frozen=True)
+class Splits:
+    """A run's data: train/val/test clip sets, their labels, how they were made, and what the test means."""
+
+    sets: Mapping[str, ClipSet]
+    label_names: tuple[str, ...]
+    description: Mapping[str, Any]
+    task: str
+    test_info: Mapping[str, Any]
+    seconds: float
+
+
+def load_splits(data: SpeechDataConfig, data_dir: Path | None, seed: int, progress: bool) -> Splits:
+    """Synthesise the splits of ``data`` (``data_dir`` None) or read them from a folder per label.
+
+    ``data_dir`` is ``DIR/<label>/<file>`` (split here, stratified per label, seeded by ``seed``)
+    or ``DIR/{train,val,test}/<label>/<file>`` (see
+    :func:`~edgetune.export.data.folder.load_folder_splits`); clip length and rate are ``data``'s.
+    Labels of a folder are its label folders, sorted, ``_background_`` first when present.
+    """
+    start = time.perf_counter()
+    if data_dir is None:
+        sets = synthesize_splits(data, progress=progress)
+        return Splits(sets, data.labels, data.describe(),
+                      "keyword spotting, espeak-ng speech, accuracy on held-out voices",
+                      {"voices": list(data.test_voices)}, time.perf_counter() - start)
+    from .data.folder import load_folder_splits
+
+    folder = load_folder_splits(data_dir, sample_rate_hz=data.sample_rate_hz, clip_samples=data.clip_samples,
+                                seed=seed)
+    sets = {name: ClipSet(audio=ds.audio, labels=ds.labels, label_names=ds.label_names,
+                          voices=tuple(Path(p).stem for p in ds.paths))
+            for name, ds in folder.splits.items()}
+    return Splits(sets, folder.label_names, folder.description,
+                  f"keyword spotting, labelled folder {folder.description['path']}, accuracy on its test split",
+                  {}, time.perf_counter() - start)
+
+
 def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), progress: bool = True, *,
                          overwrite: bool = False) -> TrainResult:
-    """Train the source keyword model on synthesised speech and write its bundle to ``out_dir``.
+    """Train the source keyword model (DS-CNN from scratch) on synthesised speech; write its bundle.
 
     Beside the bundle, ``<out_dir>.work/`` receives ``checkpoint.pt`` (the model with its own
     config) and ``test/<label>/*.wav``, the held-out-voice test clips. Accuracy in the metrics is
@@ -209,44 +247,49 @@ def train_keyword_bundle(out_dir: Path, config: TrainConfig = TrainConfig(), pro
     """
     out_dir = Path(out_dir)
     check_bundle_target(out_dir, overwrite)  # before minutes of work, not after
-    start = time.perf_counter()
-    splits = synthesize_splits(config.data, progress=progress)
-    data_s = time.perf_counter() - start
-    return _train_and_export(out_dir, splits, config.data.labels, config, config.data.describe(), progress, overwrite,
-                             task="keyword spotting, espeak-ng speech, accuracy on held-out voices",
-                             test_info={"voices": list(config.data.test_voices)}, config_json=config.to_json(),
-                             timings={"data_s": data_s})
+    splits = load_splits(config.data, None, config.seed, progress)
+    return _train_and_export(out_dir, splits.sets, splits.label_names, config, splits.description, progress,
+                             overwrite, task=splits.task, test_info=splits.test_info, config_json=config.to_json(),
+                             timings={"data_s": splits.seconds})
 
 
 def train_folder_bundle(data_dir: Path, out_dir: Path, config: TrainConfig = TrainConfig(), progress: bool = True, *,
                         overwrite: bool = False) -> TrainResult:
-    """Train the keyword model on a labelled folder of audio files and write its bundle to ``out_dir``.
-
-    ``data_dir`` is ``DIR/<label>/<file>`` (split here, stratified per label, seeded by
-    ``config.seed``) or ``DIR/{train,val,test}/<label>/<file>`` (see
-    :func:`~edgetune.export.data.folder.load_folder_splits`). The clip length and sample rate
-    are ``config.data``'s; its synthesis settings are not used. Labels are the label folders,
-    sorted, ``_background_`` first (the head's background label) when present. Unusable files
-    are skipped and listed in the provenance. Writes ``<out_dir>.work/`` as
-    :func:`train_keyword_bundle` does.
+    """Train the DS-CNN keyword model on a labelled folder of audio files (:func:`load_splits`) and
+    write its bundle to ``out_dir``. Unusable files are skipped and listed in the provenance.
+    Writes ``<out_dir>.work/`` as :func:`train_keyword_bundle` does.
     """
-    from .data.folder import load_folder_splits
-
     out_dir = Path(out_dir)
     check_bundle_target(out_dir, overwrite)
-    start = time.perf_counter()
-    folder = load_folder_splits(data_dir, sample_rate_hz=config.data.sample_rate_hz,
-                                clip_samples=config.data.clip_samples, seed=config.seed)
-    splits = {name: ClipSet(audio=ds.audio, labels=ds.labels, label_names=ds.label_names,
-                            voices=tuple(Path(p).stem for p in ds.paths))
-              for name, ds in folder.splits.items()}
-    data_s = time.perf_counter() - start
+    splits = load_splits(config.data, Path(data_dir), config.seed, progress)
     config_json = config.to_json()
     config_json["data"] = {k: config_json["data"][k] for k in ("sample_rate_hz", "clip_samples")}
-    return _train_and_export(out_dir, splits, folder.label_names, config, folder.description, progress, overwrite,
-                             task=f"keyword spotting, labelled folder {folder.description['path']}, "
-                                  "accuracy on its test split",
-                             test_info={}, config_json=config_json, timings={"data_s": data_s})
+    return _train_and_export(out_dir, splits.sets, splits.label_names, config, splits.description, progress,
+                             overwrite, task=splits.task, test_info=splits.test_info, config_json=config_json,
+                             timings={"data_s": splits.seconds})
+
+
+def fit_ds_cnn(splits: Mapping[str, ClipSet], n_labels: int, config: TrainConfig, progress: bool):
+    """Train the DS-CNN from scratch on ``splits`` (best epoch on val).
+
+    Returns (model, frontend, features per split, labels per split, history, audio spec).
+    """
+    params = config.frontend
+    frontend = MfccFrontend(params).eval()
+    feats = {name: compute_features(frontend, clips.audio) for name, clips in splits.items()}
+    labels = {name: torch.from_numpy(clips.labels) for name, clips in splits.items()}
+    clip_samples = splits["train"].audio.shape[1]
+    audio_spec = AudioSpec.whole_clip(params, clip_samples, config.channels, backbone="ds_cnn")
+    arch = DsCnnConfig(n_frames=audio_spec.frames_per_clip, n_features=params.n_features,
+                       channels=config.channels, n_blocks=config.n_blocks, dropout=config.dropout)
+    embedder = DsCnn(arch)
+    train_x = feats["train"]
+    embedder.set_normalization(train_x.mean(dim=(0, 1)), train_x.std(dim=(0, 1)))
+    model = KeywordModel(embedder, nn.Linear(arch.embedding_size, n_labels))
+    model = model.to(memory_format=torch.channels_last)  # about 1.5x faster on CPU for these convolutions
+    _, history = _train(model, train_x, labels["train"], feats["val"], labels["val"], config, progress)
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    return model, frontend, feats, labels, history, audio_spec
 
 
 def _train_and_export(out_dir: Path, splits: Mapping[str, ClipSet], label_names: tuple[str, ...],
@@ -264,22 +307,8 @@ def _train_and_export(out_dir: Path, splits: Mapping[str, ClipSet], label_names:
     try:
         start = time.perf_counter()
         params = config.frontend
-        frontend = MfccFrontend(params).eval()
-        feats = {name: compute_features(frontend, clips.audio) for name, clips in splits.items()}
-        labels = {name: torch.from_numpy(clips.labels) for name, clips in splits.items()}
-        timings["features_s"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        audio_spec = AudioSpec.whole_clip(params, config.data.clip_samples, config.channels, backbone="ds_cnn")
-        arch = DsCnnConfig(n_frames=audio_spec.frames_per_clip, n_features=params.n_features,
-                           channels=config.channels, n_blocks=config.n_blocks, dropout=config.dropout)
-        embedder = DsCnn(arch)
+        model, frontend, feats, labels, history, audio_spec = fit_ds_cnn(splits, len(label_names), config, progress)
         train_x = feats["train"]
-        embedder.set_normalization(train_x.mean(dim=(0, 1)), train_x.std(dim=(0, 1)))
-        model = KeywordModel(embedder, nn.Linear(arch.embedding_size, len(label_names)))
-        model = model.to(memory_format=torch.channels_last)  # about 1.5x faster on CPU for these convolutions
-        _, history = _train(model, train_x, labels["train"], feats["val"], labels["val"], config, progress)
-        model = model.to(memory_format=torch.contiguous_format).eval()
         timings["train_s"] = time.perf_counter() - start
 
         test_pred = _predict(model, feats["test"]).numpy()

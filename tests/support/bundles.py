@@ -109,3 +109,32 @@ def _make_trained(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
         raise ValueError(f"labels {labels!r}: a trained bundle's labels are '_background_' then the keywords")
     config = TrainConfig.small(words=labels[1:], seed=seed)
     train_keyword_bundle(out_dir, config, progress=False)
+
+
+def make_speech_bundle(out_dir: Path, *, labels: tuple[str, ...] = DEFAULT_LABELS, n_windows: int = 3,
+                       pooling: str = "seg3", seed: int = 0) -> Path:
+    """A real ``speech_embedding`` bundle (the pretrained graphs from the openwakeword wheel,
+    rewritten by the exporter) with a random seeded head; no torch needed. Cached like
+    :func:`make_bundle`."""
+    out_dir = Path(out_dir)
+    key = ("speech", tuple(labels), n_windows, pooling, seed)
+    cached = _CACHE.get(key)
+    if cached is None or not cached.is_dir():
+        from edgetune.export.audio.speech_embedding_export import audio_spec, speech_embedding_graphs
+        from edgetune.export.bundle import KEYWORD_HEAD, HeadArrays, write_bundle
+
+        root = Path(tempfile.mkdtemp(prefix="edgetune-test-speech-bundle-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        cached = root / "bundle"
+        spec = audio_spec(n_windows, pooling)
+        rng = np.random.default_rng(seed)
+        width = spec.embedding_size
+        weight = (rng.standard_normal((len(labels), width)) / np.sqrt(width)).astype(np.float32)
+        write_bundle(cached, bundle_id="test-speech", bundle_version=f"0.0.{seed}", audio=spec,
+                     write_graphs=speech_embedding_graphs(spec),
+                     heads=[HeadArrays(KEYWORD_HEAD, labels, weight, np.zeros(len(labels), np.float32))],
+                     metrics={"note": "random head: no accuracy claimed"},
+                     provenance={"made_by": "tests.support.bundles.make_speech_bundle", "seed": seed})
+        _CACHE[key] = cached
+    shutil.copytree(cached, out_dir, dirs_exist_ok=True)
+    return out_dir
