@@ -24,7 +24,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from edgetune.errors import UsageError, missing_extra
 
@@ -122,6 +122,7 @@ class MqttLink:
         self.published = self.acked = self.errors = 0
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or device_id, protocol=mqtt.MQTTv5)
+        self._paho_lock = _paho_out_lock(client)  # before any callback ties the client to us
         client.enable_logger(_paho_logger())
         # An exception in one of our callbacks is logged by paho instead of ending its network
         # thread (which would end telemetry until the daemon restarts).
@@ -311,7 +312,7 @@ class MqttLink:
     def _publish(self, topic: str, payload: bytes, *, retain: bool, seq: int | None,
                  generation: int | None = None) -> Any:
         """Publish at QoS 1 and record mid -> seq before paho can report the PUBACK."""
-        with self._paho_out_lock():
+        with self._paho_lock:
             info = self._client.publish(topic, payload, qos=1, retain=retain)
             with self._cond:
                 if info.rc == self._mqtt.MQTT_ERR_SUCCESS:
@@ -322,17 +323,6 @@ class MqttLink:
                 else:
                     self.errors += 1
         return info
-
-    @contextlib.contextmanager
-    def _paho_out_lock(self) -> Iterator[None]:
-        """paho's outgoing-message lock, which it holds while calling ``on_publish``.
-
-        Holding it across ``publish()`` and the mid bookkeeping means a PUBACK is never
-        handled between the two (tests/edge_telemetry checks that paho still has it).
-        """
-        lock = getattr(self._client, "_out_message_mutex", None)
-        with lock if lock is not None else contextlib.nullcontext():
-            yield
 
     def _stop_sender(self) -> None:
         with self._cond:
@@ -415,6 +405,25 @@ class MqttLink:
                     logger.error("cannot delete acknowledged seq %d from the outbox (%s); it will be resent",
                                  seq, exc)
                     self.errors += 1
+
+
+def _paho_out_lock(client: Any) -> Any:
+    """paho's outgoing-message lock, which it holds while calling ``on_publish``.
+
+    Holding it across ``publish()`` and the mid bookkeeping means a PUBACK is never handled
+    between the two. It is a private attribute of paho's client: a paho that renamed it is
+    refused here, loudly, rather than run without the lock (where a PUBACK that beats the
+    bookkeeping leaves its message unacknowledged, and its slot of the in-flight window taken,
+    until the next connection).
+    """
+    lock = getattr(client, "_out_message_mutex", None)
+    if lock is None or not (hasattr(lock, "__enter__") and hasattr(lock, "__exit__")):
+        from paho.mqtt import __version__ as paho_version
+
+        raise UsageError(f"paho-mqtt {paho_version} has no Client._out_message_mutex, the lock edgetune's "
+                         "telemetry holds so that no PUBACK is handled before its message is recorded; "
+                         "install a supported paho-mqtt: pip install 'paho-mqtt>=2.0,<3'")
+    return lock
 
 
 def _set_tls(client: Any, tls: TlsConfig) -> None:

@@ -1,6 +1,6 @@
 """The streaming loop's sink that publishes through :class:`~.publisher.Telemetry`.
 
-:func:`edgetune.edge.run.run_audio` reports to a sink with ``detection(event)`` and
+:func:`edgetune.edge.pipeline.loop.run_pipeline` reports to a sink with ``detection(event)`` and
 ``metrics(report)``, where each record has ``body()`` (a message body) and ``observed_at``
 (seconds since the Unix epoch). This adapter queues them in the telemetry's outbox, so the loop
 never waits for the network.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,12 +24,13 @@ _ids = itertools.count()
 
 @pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Any]:
-    """``make_broker(extra_config)`` -> a started broker with extra mosquitto.conf lines."""
+    """``make_broker(extra_config, persistence=False)`` -> a started broker on a free port with extra
+    mosquitto.conf lines; ``persistence``: sessions and queued messages survive a restart."""
     require_mosquitto()
     made: list[LocalBroker] = []
 
-    def factory(extra_config: str) -> LocalBroker:
-        b = LocalBroker(tmp_path / f"broker-{len(made)}", extra_config=extra_config)
+    def factory(extra_config: str, persistence: bool = False) -> LocalBroker:
+        b = LocalBroker(tmp_path / f"broker-{len(made)}", extra_config=extra_config, persistence=persistence)
         made.append(b)
         b.start()
         return b
@@ -45,15 +49,38 @@ def stopped_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     b.stop()
 
 
+@contextlib.contextmanager
+def _frozen(broker: LocalBroker) -> Iterator[None]:
+    assert broker.running
+    pid = broker._proc.pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def frozen() -> Any:
+    """``with frozen(broker):`` the broker process is stopped (SIGSTOP): connections stay open and
+    what clients send waits in the socket, unacknowledged; it resumes (SIGCONT) on leaving the
+    block, even on failure. (LocalBroker has no pause of its own, so this reaches for its process.)"""
+    return _frozen
+
+
 class Subscriber:
     """A real paho client on ``edgetune/v1/<device>/#`` (QoS 1) that decodes what arrives.
 
     It reconnects fast (0.05 s) and resubscribes, so after a broker restart it is back before
-    a device that waits the default second.
+    a device that waits the default second. ``persistent``: its session (subscription and queued
+    messages) outlives a disconnect, so on a broker with persistence nothing published while it is
+    away, a broker restart included, is lost to it, whoever reconnects first.
     """
 
-    def __init__(self, host: str, port: int, device: str = DEVICE) -> None:
+    def __init__(self, host: str, port: int, device: str = DEVICE, persistent: bool = False) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
 
         self.device = device
         self.received: list[tuple[str, dict[str, Any], bool]] = []  # (topic kind, envelope, retained)
@@ -65,7 +92,11 @@ class Subscriber:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._client.connect(host, port)
+        properties = None
+        if persistent:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 300
+        self._client.connect(host, port, properties=properties)
         self._client.loop_start()
         wait_for(lambda: self.subscriptions > 0, 5.0)
 
@@ -103,12 +134,13 @@ class Subscriber:
 
 @pytest.fixture
 def subscribe() -> Iterator[Any]:
-    """``subscribe(broker)`` -> a connected :class:`Subscriber`; all are closed after the test."""
+    """``subscribe(broker, device=DEVICE, persistent=False)`` -> a connected :class:`Subscriber`;
+    all are closed after the test."""
     made: list[Subscriber] = []
 
-    def factory(b: LocalBroker, device: str = DEVICE) -> Subscriber:
+    def factory(b: LocalBroker, device: str = DEVICE, persistent: bool = False) -> Subscriber:
         assert b.port is not None
-        sub = Subscriber(b.host, b.port, device)
+        sub = Subscriber(b.host, b.port, device, persistent)
         made.append(sub)
         return sub
 

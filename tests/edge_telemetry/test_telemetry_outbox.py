@@ -19,8 +19,8 @@ DEVICE = "jetson-test-01"
 
 
 def body(i: int) -> dict[str, Any]:
-    return {"label": "yes", "score": 0.9, "modality": "audio", "source": "wav:/data/clip.wav",
-            "offset_s": 0.1 * i, "bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 0}
+    return {"pipeline": "audio", "head": "keywords", "label": "yes", "score": 0.9, "modality": "audio",
+            "source": "wav:/data/clip.wav", "offset_s": 0.1 * i, "bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 0}
 
 
 @pytest.fixture
@@ -72,8 +72,8 @@ def test_seq_is_never_reused_after_the_writer_is_killed(path: Path) -> None:
         "import sys\n"
         "from edgetune.edge.telemetry.outbox import Outbox\n"
         f"o = Outbox(sys.argv[1], {DEVICE!r})\n"
-        "body = dict(label='yes', score=0.9, modality='audio', source='-', offset_s=0.0,\n"
-        "            bundle_id='b', bundle_version='1', head_version=0)\n"
+        "body = dict(pipeline='audio', head='keywords', label='yes', score=0.9, modality='audio', source='-',\n"
+        "            offset_s=0.0, bundle_id='b', bundle_version='1', head_version=0)\n"
         "i = 0\n"
         "while True:\n"
         "    env = o.put('event', body, 1.0)\n"
@@ -146,6 +146,21 @@ def test_ack_deletes_once_and_counts_sent(path: Path) -> None:
         counts = outbox.counts()
     assert (first, again, unknown) == (True, False, False)
     assert (counts.pending, counts.sent) == (2, 1)
+
+
+def test_an_ack_for_a_message_overflow_dropped_changes_nothing(path: Path) -> None:
+    # Prepare: seq 0 was sent, then dropped to make room before its acknowledgement came
+    with Outbox(path, DEVICE, max_messages=2, overflow="drop_oldest", first_seq=0) as outbox:
+        for i in range(3):
+            outbox.put("event", body(i), 1.0)
+        # Execute
+        acked = outbox.ack(0)
+        kept = [m.seq for m in outbox.pending()]
+        counts = outbox.counts()
+    # Assert
+    assert acked is False
+    assert kept == [1, 2]
+    assert (counts.pending, counts.sent, counts.dropped_overflow) == (2, 0, 1)
 
 
 def test_puts_and_acks_from_two_threads_keep_the_counts_exact(path: Path) -> None:

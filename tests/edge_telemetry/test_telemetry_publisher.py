@@ -25,8 +25,8 @@ EXTRA = {"bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 0, 
 
 
 def body(i: int) -> dict[str, Any]:
-    return {"label": "yes", "score": 0.9, "modality": "audio", "source": "wav:/data/clip.wav",
-            "offset_s": 0.1 * i, "bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 0}
+    return {"pipeline": "audio", "head": "keywords", "label": "yes", "score": 0.9, "modality": "audio",
+            "source": "wav:/data/clip.wav", "offset_s": 0.1 * i, "bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 0}
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_overflow_while_offline_is_counted_and_reported_in_metrics(stopped_broke
     tel = make_telemetry(stopped_broker, max_messages=5, overflow="drop_oldest", reconnect_delay_s=(0.5, 1.0))
     put = [tel.event(body(i))["seq"] for i in range(8)]
     # Execute
-    metrics = tel.metrics({"window_s": 10.0, "inferences": 8, "latency_ms": {}, "provider": "CPUExecutionProvider"})
+    metrics = tel.metrics({"pipeline": "audio", "window_s": 10.0, "inferences": 8, "latency_ms": {}, "provider": "CPUExecutionProvider"})
     stopped_broker.start_on(stopped_broker.port)
     sub = subscribe(stopped_broker)
     assert tel.flush(10.0)
@@ -222,35 +222,170 @@ def test_a_bad_body_raises_and_queues_nothing(stopped_broker, make_telemetry) ->
     assert tel.counters.pending == 0
 
 
-def test_the_pubaack_race_guard_still_exists_in_paho() -> None:
-    # The publisher holds paho's outgoing-message lock across publish() and its bookkeeping,
-    # the lock paho holds while it calls on_publish; a paho that renamed it would bring back a
-    # race where a PUBACK arrives before its message id is recorded.
+class _PubackWatch:
+    """Widens the window of the publish race, with the real paho and broker: after paho's
+    ``publish()`` has queued a message, the publishing thread is held until paho's network thread
+    has received the broker's PUBACK for it and, unless a lock keeps it waiting, reported it
+    (``on_publish``): the moment at which the caller has not yet recorded the message id."""
+
+    #: How long a held publish waits for paho to report a PUBACK that has arrived. Reporting it
+    #: takes microseconds when nothing blocks it, so this only bounds the wait when something does.
+    REPORT_WAIT_S = 0.2
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import paho.mqtt.client as mqtt
+
+        self._cond = threading.Condition()
+        self.arrived = self.reported = 0  # PUBACKs read by paho; PUBACKs paho finished reporting
+        self.held = 0  # publishes whose PUBACK arrived before publish() returned
+        real_publish, real_handle = mqtt.Client.publish, mqtt.Client._handle_pubackcomp
+
+        def publish(client: Any, *args: Any, **kwargs: Any) -> Any:
+            with self._cond:
+                arrived = self.arrived
+            info = real_publish(client, *args, **kwargs)
+            with self._cond:
+                if self._cond.wait_for(lambda: self.arrived > arrived, 5.0):
+                    self.held += 1
+                    reported = self.reported
+                    self._cond.wait_for(lambda: self.reported > reported, self.REPORT_WAIT_S)
+            return info
+
+        def handle(client: Any, cmd: Any) -> Any:
+            with self._cond:
+                self.arrived += 1
+                self._cond.notify_all()
+            try:
+                return real_handle(client, cmd)  # takes paho's outgoing-message lock, then calls on_publish
+            finally:
+                with self._cond:
+                    self.reported += 1
+                    self._cond.notify_all()
+
+        monkeypatch.setattr(mqtt.Client, "publish", publish)
+        monkeypatch.setattr(mqtt.Client, "_handle_pubackcomp", handle)
+
+
+def test_a_puback_that_arrives_before_publish_returns_still_acknowledges_the_message(broker, make_telemetry,
+                                                                                    monkeypatch) -> None:
+    # Prepare: a connected device; from now on every PUBACK reaches paho while the device is
+    # still inside publish()
+    tel = make_telemetry(broker)
+    assert tel.wait_connected(5.0)
+    watch = _PubackWatch(monkeypatch)
+    # Execute
+    tel.event(body(0))
+    flushed = tel.flush(5.0)
+    # Assert: the race really happened, and the event was acknowledged and deleted all the same
+    assert watch.held == 1
+    assert flushed
+    assert (tel.counters.acked, tel.counters.pending, tel.counters.errors) == (1, 0, 0)
+
+
+def test_a_paho_without_its_outgoing_message_lock_is_refused(stopped_broker, tmp_path, monkeypatch) -> None:
+    # Prepare: a paho whose client lacks the private lock the publisher relies on
     import paho.mqtt.client as mqtt
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    assert hasattr(client, "_out_message_mutex")
+    from edgetune.errors import UsageError
+
+    real_init = mqtt.Client.__init__
+
+    def init(client: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(client, *args, **kwargs)
+        del client._out_message_mutex
+
+    monkeypatch.setattr(mqtt.Client, "__init__", init)
+    # Execute / Assert: refused at start-up, naming the lock and what to install
+    with pytest.raises(UsageError, match=r"_out_message_mutex.*pip install 'paho-mqtt>=2.0,<3'"):
+        started = Telemetry(DEVICE, tmp_path / "state" / "outbox.sqlite", stopped_broker.host, stopped_broker.port)
+        started.close(timeout_s=0.1)  # reached only if it was not refused
 
 
-def test_the_sink_queues_what_the_streaming_loop_reports(stopped_broker, make_telemetry) -> None:
-    # Prepare: records shaped like edgetune.edge.sinks' DetectionEvent and MetricsReport
+def test_the_sink_publishes_the_streaming_loops_records(broker, subscribe, make_telemetry) -> None:
+    # Prepare: the records the streaming loop reports, a connected device and a subscriber
+    from edgetune.edge.sinks import Detection, DetectionEvent, MetricsReport
     from edgetune.edge.telemetry import TelemetrySink
 
-    class Record:
-        def __init__(self, body: dict[str, Any], observed_at: float) -> None:
-            self._body, self.observed_at = body, observed_at
-
-        def body(self) -> dict[str, Any]:
-            return self._body
-
-    tel = make_telemetry(stopped_broker)
+    detection = DetectionEvent(Detection(label="stop", score=0.875, offset_s=12.5, latency_ms=4.25),
+                               observed_at=1_795_000_000.25, source="wav:/data/clip.wav", bundle_id="kws-demo",
+                               bundle_version="1.0.0", head_version=3, pipeline="audio", head="keywords")
+    report = MetricsReport(observed_at=1_795_000_010.5, window_s=10.0, inferences=100,
+                           latency_ms={"p50": 2.0, "p95": 3.5}, rtf=0.125, provider="CPUExecutionProvider",
+                           errors={"frames": 1}, pipeline="audio")
+    sub = subscribe(broker)
+    tel = make_telemetry(broker)
+    assert tel.wait_connected(5.0)
     sink = TelemetrySink(tel)
     # Execute
-    sink.detection(Record(body(0), 1_795_000_000.0))
-    sink.metrics(Record({"window_s": 10.0, "inferences": 1, "latency_ms": {"p50": 2.0},
-                         "provider": "CPUExecutionProvider"}, 1_795_000_010.0))
-    # Assert
-    assert tel.counters.pending == 2
+    sink.detection(detection)
+    sink.metrics(report)
+    assert tel.flush(5.0)
+    # Assert: each record arrived once, as what it is, stamped with its own observation time
+    (event,) = wait_for(lambda: sub.envelopes("events"))
+    (metrics,) = wait_for(lambda: sub.envelopes("metrics"))
+    (online, _), *_ = sub.statuses()
+    assert (event["device"], event["observed_at"]) == (DEVICE, 1_795_000_000.25)
+    assert event["body"] == {"pipeline": "audio", "head": "keywords", "label": "stop", "score": 0.875,
+                             "modality": "audio", "source": "wav:/data/clip.wav", "offset_s": 12.5,
+                             "bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 3,
+                             "latency_ms": 4.25}
+    assert (metrics["device"], metrics["observed_at"]) == (DEVICE, 1_795_000_010.5)
+    outbox = metrics["body"].pop("outbox")
+    assert metrics["body"] == {"pipeline": "audio", "window_s": 10.0, "inferences": 100,
+                               "latency_ms": {"p50": 2.0, "p95": 3.5}, "rtf": 0.125,
+                               "provider": "CPUExecutionProvider", "errors": {"frames": 1}}
+    assert set(outbox) == {"pending", "dropped_overflow", "sent"}
+    assert online["seq"] < event["seq"] and metrics["seq"] == event["seq"] + 1
+
+
+def test_unacknowledged_messages_are_resent_oldest_first_after_a_reconnect(make_broker, subscribe,
+                                                                          make_telemetry, tmp_path) -> None:
+    # Prepare: a broker (persistent, on its own free port) whose ACL refuses the device's
+    # publishes, so each message is sent once and stays in the outbox; a subscriber whose
+    # session survives the broker's restart
+    acl = tmp_path / "acl"
+    acl.write_text("topic read edgetune/#\n")
+    broker = make_broker(f"acl_file {acl}", persistence=True)
+    sub = subscribe(broker, persistent=True)
+    tel = make_telemetry(broker, reconnect_delay_s=(0.2, 0.5))
+    put = [tel.event(body(i))["seq"] for i in range(10)]
+    wait_for(lambda: tel.counters.errors >= 11)  # the online status and the ten events, each refused
+    assert (tel.counters.pending, tel.counters.acked) == (10, 0)
+    # Execute: the broker stops, and comes back on the same port accepting the device
+    broker.stop()
+    broker.extra_config = ""
+    broker.restart()
+    flushed = tel.flush(10.0)
+    # Assert: on the new connection every message went again, in sequence order from the oldest
+    assert flushed
+    assert wait_for(lambda: sub.seqs() if len(sub.seqs()) >= 10 else None) == put
+    assert (tel.counters.acked, tel.counters.pending) == (10, 0)
+
+
+def test_a_puback_for_a_message_overflow_dropped_in_flight_changes_no_counter(broker, subscribe, make_telemetry,
+                                                                             frozen, tmp_path) -> None:
+    # Prepare: a connected device with room for three messages, and the broker frozen so that
+    # what the device sends stays unacknowledged
+    sub = subscribe(broker)
+    tel = make_telemetry(broker, max_messages=3, overflow="drop_oldest")
+    assert tel.wait_connected(5.0)
+    with frozen(broker):
+        first = tel.event(body(0))["seq"]
+        wait_for(lambda: tel.counters.published >= 2)  # the first event is in flight (after the online status)
+        rest = [tel.event(body(i))["seq"] for i in range(1, 4)]  # the fourth put drops the first
+        dropped_in_flight = tel.counters.dropped
+    # Execute: the broker wakes and acknowledges all four (leaving the block)
+    flushed = tel.flush(5.0)
+    wait_for(lambda: len(sub.seqs()) >= 4)  # the broker had all four, so it acknowledged all four
+    counters = tel.counters
+    tel.close(timeout_s=5.0)
+    # Assert: the PUBACK for the dropped message deleted and counted nothing
+    assert dropped_in_flight == 1 and flushed
+    assert sub.seqs() == [first, *rest]
+    assert (counters.acked, counters.pending, counters.dropped, counters.errors) == (3, 0, 1, 0)
+    with Outbox(tmp_path / "state" / "outbox.sqlite", DEVICE) as outbox:
+        counts = outbox.counts()
+    assert (counts.pending, counts.sent, counts.dropped_overflow) == (0, 3, 1)
 
 
 def test_from_config_puts_the_outbox_in_the_state_dir_and_is_none_without_a_broker(stopped_broker, tmp_path) -> None:

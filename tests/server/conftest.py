@@ -42,14 +42,16 @@ def make_server(broker: LocalBroker, db_path: Path) -> Iterator[Callable[..., Se
     """``make_server(**overrides)`` -> an unstarted Server on ``broker`` and ``db_path``, HTTP on a free port.
 
     Every server made here is stopped at the end of the test. Overrides are ServerConfig fields,
-    plus ``client_id``/``shared``/``store_retry_s`` for the ingest config.
+    plus ``client_id``/``shared``/``store_retry_s`` for the ingest config. ``shared`` left as None
+    keeps IngestConfig's default (plain subscriptions), so the tests run what a user runs.
     """
     made: list[Server] = []
 
-    def factory(client_id: str | None = None, shared: bool = True, store_retry_s: float = 0.5,
+    def factory(client_id: str | None = None, shared: bool | None = None, store_retry_s: float = 0.5,
                 **overrides: object) -> Server:
-        ingest = IngestConfig(host=broker.host, port=broker.port, shared=shared, store_retry_s=store_retry_s,
-                              client_id=client_id or f"test-server-{next(_client_ids)}")
+        subscriptions = {} if shared is None else {"shared": shared}
+        ingest = IngestConfig(host=broker.host, port=broker.port, store_retry_s=store_retry_s,
+                              client_id=client_id or f"test-server-{next(_client_ids)}", **subscriptions)
         server = Server(ServerConfig(**{"db": str(db_path), "http_port": 0, "ingest": ingest, **overrides}))
         made.append(server)
         return server

@@ -201,9 +201,28 @@ def test_message_is_kept_until_the_database_accepts_it(make_server, publisher, d
     assert any("cannot store jetson-06/1" in r.getMessage() for r in caplog.records)
 
 
-def test_shared_subscription_splits_messages_between_two_servers(make_server, publisher):
-    # Prepare
+def test_by_default_every_server_instance_receives_every_message(make_server, publisher):
+    # Prepare: two instances as a user starts them (plain subscriptions), on one database
     one, two = make_server(client_id="edgetune-server-a"), make_server(client_id="edgetune-server-b")
+    one.start()
+    two.start()
+    assert one.wait_subscribed(5) and two.wait_subscribed(5)
+
+    # Execute
+    for seq in range(20):
+        publisher.send(make_metrics("jetson-07", seq=seq))
+
+    # Assert: each received all 20; the database kept each once, the other copy is a duplicate
+    wait_for(lambda: one.counters.received == 20 and two.counters.received == 20)
+    wait_for(lambda: sum(s.counters.stored + s.counters.duplicates for s in (one, two)) == 40)
+    assert one.counters.stored + two.counters.stored == 20
+    assert len(one.store.metrics("jetson-07", limit=100)) == 20
+
+
+def test_shared_subscription_splits_messages_between_two_servers(make_server, publisher):
+    # Prepare: the one test of --shared
+    one, two = (make_server(client_id="edgetune-server-a", shared=True),
+                make_server(client_id="edgetune-server-b", shared=True))
     one.start()
     two.start()
     assert one.wait_subscribed(5) and two.wait_subscribed(5)

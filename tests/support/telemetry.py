@@ -18,9 +18,9 @@ T0 = 1_795_000_000.0
 
 def make_event(device: str, seq: int, observed_at: float | None = None, **body: Any) -> dict[str, Any]:
     """A valid ``event`` envelope; ``body`` overrides the defaults."""
-    fields = {"label": "yes", "score": 0.93, "modality": "audio", "source": "wav:/data/clip.wav",
-              "offset_s": 1.5, "bundle_id": "kws-demo", "bundle_version": "1.0.0", "head_version": 3,
-              "latency_ms": 4.2, **body}
+    fields = {"pipeline": "audio", "head": "keywords", "label": "yes", "score": 0.93, "modality": "audio",
+              "source": "wav:/data/clip.wav", "offset_s": 1.5, "bundle_id": "kws-demo", "bundle_version": "1.0.0",
+              "head_version": 3, "latency_ms": 4.2, **body}
     return messages.make(device, seq, T0 + seq if observed_at is None else observed_at, "event", fields)
 
 
@@ -35,8 +35,9 @@ def make_status(device: str, seq: int, state: str = "online", observed_at: float
 def make_metrics(device: str, seq: int, p50_ms: float = 3.0, observed_at: float | None = None,
                  **body: Any) -> dict[str, Any]:
     """A valid ``metrics`` envelope with latency p50 ``p50_ms`` and p95 twice that."""
-    fields = {"window_s": 10.0, "inferences": 100, "latency_ms": {"p50": p50_ms, "p95": 2 * p50_ms},
-              "provider": "CPUExecutionProvider", "fps": 10.0, **body}
+    fields = {"pipeline": "audio", "window_s": 10.0, "inferences": 100,
+              "latency_ms": {"p50": p50_ms, "p95": 2 * p50_ms}, "provider": "CPUExecutionProvider", "fps": 10.0,
+              **body}
     return messages.make(device, seq, T0 + seq if observed_at is None else observed_at, "metrics", fields)
 
 
