@@ -93,6 +93,7 @@ def fit_head(
     l2: float = DEFAULT_L2,
     balance: bool = True,
     steps: int = DEFAULT_STEPS,
+    anchor: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Fit a linear head by multinomial logistic regression.
 
@@ -109,6 +110,10 @@ def fit_head(
         balance: weigh samples so each class counts the same in total: a new word enrolled
             from six clips is not drowned by the replay set's classes, nor the reverse.
         steps: at most this many L-BFGS iterations.
+        anchor: pull the current head's rows towards their current values instead of towards
+            zero (``l2/2 * ||w - w_init||^2`` for the known classes; new classes still towards
+            zero): what the head knew is kept unless the new samples say otherwise, the
+            refit's main guard against forgetting beside the replay set.
 
     Returns:
         (weight float32 [C, D], bias float32 [C], labels tuple of C names).
@@ -156,6 +161,9 @@ def fit_head(
         w0[: len(old)] = iw
         b0[: len(old)] = ib
         _init_new_rows(w0, b0, x, y, len(old))
+    prior = np.zeros((c, d))
+    if anchor and init_weight is not None:
+        prior[: len(old)] = w0[: len(old)]
 
     if balance:  # every class weighs the same in total, however many samples (or replays) it has
         counts = np.bincount(y, weights=sample_w, minlength=c)
@@ -171,9 +179,10 @@ def fit_head(
         logits -= logits.max(axis=1, keepdims=True)
         log_z = np.log(np.exp(logits).sum(axis=1, keepdims=True))
         log_p = logits - log_z
-        loss = -(weights * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2 * (w * w).sum()
+        shift = w - prior
+        loss = -(weights * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2 * (shift * shift).sum()
         resid = (np.exp(log_p) - onehot) * weights[:, None]  # (N, C)
-        gw = resid.T @ x + l2 * w  # (C, N) @ (N, D) -> (C, D)
+        gw = resid.T @ x + l2 * shift  # (C, N) @ (N, D) -> (C, D)
         gb = resid.sum(axis=0)
         return float(loss), np.concatenate([gw.ravel(), gb])
 

@@ -102,3 +102,23 @@ def test_fit_refuses_mismatched_shapes():
         fit_head(x, y[:-1])
     with pytest.raises(ValueError, match="init head"):
         fit_head(x, y, init_weight=np.zeros((2, D + 1)), init_labels=("a", "b"))
+
+
+def test_an_anchored_refit_keeps_what_the_head_knew_where_the_new_samples_are_few():
+    # Prepare: a head fitted on many samples of a, b, c; then a refit on 3 samples of a new
+    # class and a small replay set (2 per class), as on a device.
+    x, y, centres = _blobs(100, ("a", "b", "c"), seed=0, spread=3.0)
+    w0, b0, labels0 = fit_head(x, y, l2=1e-2)
+    new_x, new_y, _ = _blobs(3, ("d",), seed=1, spread=3.0)
+    rx, ry, _ = _blobs(2, ("a", "b", "c"), seed=2, spread=3.0, centres=centres)
+    test_x, test_y, _ = _blobs(200, ("a", "b", "c"), seed=3, spread=3.0, centres=centres)
+    kwargs = dict(init_weight=w0, init_bias=b0, init_labels=labels0, replay=(rx, ry), l2=1e-2)
+    # Execute
+    free = fit_head(new_x, new_y, **kwargs)
+    anchored = fit_head(new_x, new_y, anchor=True, **kwargs)
+    # Assert: the anchored rows stay nearer the old ones, and the old classes are kept better.
+    drift = [np.linalg.norm(w[:3] - w0) for w, _, _ in (free, anchored)]
+    assert drift[1] < 0.5 * drift[0]
+    acc = [_accuracy(w, b, lab, test_x, test_y) for w, b, lab in (free, anchored)]
+    assert acc[1] > acc[0]
+    assert _accuracy(w0, b0, labels0, test_x, test_y) - acc[1] < 0.02
