@@ -1,4 +1,4 @@
-"""The device's streaming loop end to end: ``edgetune.edge.run.run_audio`` vs a naive per-hop script.
+"""The device's streaming loop end to end: ``audio_pipeline`` + ``run_pipeline`` vs a naive per-hop script.
 
 Run: ``python benchmarks/bench_stream.py`` (about 20 s on 2 cores; needs the ``dev`` extras: the
 bundle is exported with torch first).
@@ -8,23 +8,24 @@ real MFCC front-end graph and a real DS-CNN embedder graph (64 channels, 4 block
 architecture), with **random seeded weights** — so detections mean nothing, but every operation,
 shape and cost is that of a trained bundle of the same architecture.
 
-- **edgetune**: ``run_audio`` over 60 s of audio from an in-memory iterator of 1,600-sample chunks
-  (the size the file and stdin sources read), 100 ms hops, with a ``CollectingSink``: per hop
-  ``FeatureRing.advance`` (front-end on the new frames only) + embedder + head + detector, plus the
-  loop's bookkeeping and a metrics report every 10 s.
+- **edgetune**: ``edge.audio.pipeline.audio_pipeline`` over 60 s of audio from an in-memory
+  iterator of 1,600-sample chunks (the size the file and stdin sources read), 100 ms hops, one head
+  (``HeadSet``), run by ``edge.pipeline.loop.run_pipeline`` into a ``CollectingSink``: per hop
+  ``AudioPreprocessor`` (``FeatureRing``: front-end on the new frames only) + ``AudioEmbedder`` +
+  head + detector, plus the loop's bookkeeping and a metrics report every 10 s.
 - **naive peer**: the same chunks; per 100 ms hop the last 1 s window (+ look-back sample) is
   rebuilt, the front-end graph runs over the whole window, then the embedder and the head — the
-  same ONNX Runtime sessions (``AudioModels.features`` / ``.embed``), the same ``Head`` and the same
-  ``Detector``, so the only difference is how the features are computed.
+  same ONNX Runtime sessions (``AudioModels.features`` / ``.embed_features``), the same ``Head`` and
+  the same ``Detector``, so the only difference is how the features are computed.
 
 Per-hop latency is measured the same way for both (``time.perf_counter`` from the hop's samples to
-its posteriors; for edgetune it is ``run_audio``'s own figure); real-time factor = wall time of
+its posteriors; for edgetune it is ``run_pipeline``'s own figure); real-time factor = wall time of
 the whole run / seconds of audio. Several rounds, rotating order; medians over rounds.
 
-Both run twice: with ONNX Runtime's default intra-op thread pool (``intra_op_threads=0``) and
-with one thread (``intra_op_threads=1``, the daemon's default since this benchmark showed it). The front-end and
-embedder sessions each have their own pool; on 2 cores their spinning workers make an occasional
-hop wait for a scheduler tick, which shows in p99.
+Both run twice: with ONNX Runtime's default intra-op thread pool (``intra_op_threads=0``) and with
+one thread (``intra_op_threads=1``, the daemon's default since this benchmark showed it). The
+front-end and embedder sessions each have their own pool; on 2 cores their spinning workers make
+an occasional hop wait for a scheduler tick, which shows in p99.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 AUDIO_S = 60
 CHUNK_SAMPLES = 1600
+HOP_MS = 100.0
 ROUNDS = 5
 
 
@@ -90,7 +92,7 @@ def run_naive(models, head, bundle, audio: np.ndarray, hop: int, detector_settin
             samples, pending = pending[:hop], pending[hop:]
             t0 = time.perf_counter()
             window = np.concatenate([window[:, hop:], samples[None, :]], axis=1)
-            embedding = models.embed(models.features(window))[0]  # [1, T, F] -> [1, D] -> [D]
+            embedding = models.embed_features(models.features(window))[0]  # [1, T, F] -> [1, D] -> [D]
             post = head.predict_proba(embedding)
             latency_ms = 1000.0 * (time.perf_counter() - t0)
             index += 1
@@ -105,13 +107,17 @@ def run_naive(models, head, bundle, audio: np.ndarray, hop: int, detector_settin
 
 def main() -> None:
     warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)  # run_audio logs at INFO; keep the table readable
+    logging.disable(logging.WARNING)  # the loop logs at INFO; keep the table readable
     import onnxruntime as ort
+    from edgetune.edge.audio.detect import DetectorSettings
+    from edgetune.edge.audio.embed import AudioEmbedder
     from edgetune.edge.audio.models import AudioModels
-    from edgetune.edge.audio.stream import StreamingClassifier
+    from edgetune.edge.audio.pipeline import audio_pipeline
+    from edgetune.edge.audio.preprocess import AudioPreprocessor
     from edgetune.edge.bundle import load_bundle
     from edgetune.edge.metrics import latency_percentiles
-    from edgetune.edge.run import RunSettings, run_audio
+    from edgetune.edge.pipeline.heads import ActiveHead, HeadSet
+    from edgetune.edge.pipeline.loop import LoopSettings, run_pipeline
     from edgetune.edge.runtime.providers import ProviderSettings
     from edgetune.edge.sinks import CollectingSink
 
@@ -124,43 +130,38 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         # Two thread settings: ONNX Runtime's default intra-op pool (0) and one thread per session
         # (the daemon's default).
-        configs = {}
-        for threads in (0, 1):
-            cfg = RunSettings(providers=ProviderSettings(providers=("cpu",), intra_op_threads=threads))
-            configs[threads] = (cfg, AudioModels(bundle, cfg.providers))
-        settings, models = configs[0]
+        models = {t: AudioModels(bundle, ProviderSettings(providers=("cpu",), intra_op_threads=t)) for t in (0, 1)}
+        detector = DetectorSettings()
         head = bundle.head
-        rate = models.rate_hz
-        hop = int(settings.hop_ms * rate / 1000)
+        rate = models[0].rate_hz
+        hop = int(HOP_MS * rate / 1000)
         audio = test_audio(AUDIO_S, rate)
 
-        print(f"Streaming loop: {AUDIO_S} s of audio, {settings.hop_ms:g} ms hops ({hop} samples), 1 s window, "
+        print(f"Streaming loop: {AUDIO_S} s of audio, {HOP_MS:g} ms hops ({hop} samples), 1 s window, "
               f"chunks of {CHUNK_SAMPLES} samples from memory, {ROUNDS} rounds each (rotating order)")
-        print(f"bundle: make_bundle random weights (DS-CNN {models.embedding_size}-d embedding, "
-              f"{len(head.labels)} labels), made in {setup_s:.1f} s; provider {models.provider}")
+        print(f"bundle: make_bundle random weights (DS-CNN {models[0].embedding_size}-d embedding, "
+              f"{len(head.labels)} labels), made in {setup_s:.1f} s; provider {models[0].provider}")
         print(machine_info(numpy=np.__version__, onnxruntime=ort.__version__))
         print()
 
         def edgetune_run(threads: int, samples: np.ndarray) -> tuple[dict, list]:
-            cfg, mdl = configs[threads]
             sink = CollectingSink()
             t_start = time.perf_counter()
-            summary = run_audio(bundle, chunks(samples), cfg, sink, models=mdl)
+            heads = HeadSet([ActiveHead(bundle.bundle_head().name, head, 0)])
+            pipeline = audio_pipeline(bundle, models[threads], chunks(samples), heads, hop_ms=HOP_MS,
+                                      detector=detector)
+            summary = run_pipeline(pipeline, sink, LoopSettings())
             wall_s = time.perf_counter() - t_start
             dets = [(e.detection.label, round(e.detection.offset_s, 4)) for e in sink.events]
-            return {"wall_s": wall_s, **summary.latency_ms, "hops": summary.hops}, dets
+            return {"wall_s": wall_s, **summary.latency_ms, "hops": summary.steps}, dets
 
         def naive_run(threads: int, samples: np.ndarray) -> tuple[dict, list]:
-            cfg, mdl = configs[threads]
-            wall_s, latencies, dets, _ = run_naive(mdl, head, bundle, samples, hop, cfg.detector)
+            wall_s, latencies, dets, _ = run_naive(models[threads], head, bundle, samples, hop, detector)
             return {"wall_s": wall_s, **latency_percentiles(latencies), "hops": len(latencies)}, dets
 
-        runs = {
-            ("edgetune run_audio", 0): lambda: edgetune_run(0, audio),
-            ("naive (whole window per hop)", 0): lambda: naive_run(0, audio),
-            ("edgetune run_audio", 1): lambda: edgetune_run(1, audio),
-            ("naive (whole window per hop)", 1): lambda: naive_run(1, audio),
-        }
+        edgetune, naive = "edgetune run_pipeline", "naive (whole window per hop)"
+        runs = {(name, t): (lambda f=f, t=t: f(t, audio))
+                for t in (0, 1) for name, f in ((edgetune, edgetune_run), (naive, naive_run))}
         for threads in (0, 1):  # warm-up: a short pass of each
             edgetune_run(threads, audio[: 5 * rate])
             naive_run(threads, audio[: 5 * rate])
@@ -187,17 +188,18 @@ def main() -> None:
                   f"{med(key, 'p99'):>10.3f} {med(key, 'mean'):>11.3f}")
         print()
         for threads in (0, 1):
-            e, n = ("edgetune run_audio", threads), ("naive (whole window per hop)", threads)
+            e, n = (edgetune, threads), (naive, threads)
             print(f"ratio naive / edgetune, ORT threads {'default' if threads == 0 else threads}: "
                   f"wall {med(n, 'wall_s') / med(e, 'wall_s'):.2f}x, hop p50 {med(n, 'p50') / med(e, 'p50'):.2f}x, "
                   f"hop p99 {med(n, 'p99') / med(e, 'p99'):.2f}x (> 1: edgetune is faster)")
         print("RTF = wall time / audio time (lower is better); medians over rounds. ORT threads: intra_op_threads "
               "of both sessions (ProviderSettings); default = ONNX Runtime's own choice")
 
-        # Same answers? The streaming classifier's posteriors vs the naive ones, hop by hop.
-        classifier = StreamingClassifier.for_models(models, head, hop)
-        streamed = np.array([res.posteriors for c in chunks(audio) for res in classifier.push(c)])
-        _, _, _, naive_post = run_naive(models, head, bundle, audio, hop, settings.detector)
+        # Same answers? The streaming stages' posteriors vs the naive ones, hop by hop.
+        pre = AudioPreprocessor.for_models(models[1], hop)
+        embed = AudioEmbedder(models[1], hop, pre.ring.silence)
+        streamed = np.array([head.predict_proba(embed(step)) for c in chunks(audio) for step in pre.push(c)])
+        _, _, _, naive_post = run_naive(models[1], head, bundle, audio, hop, detector)
         same = all(detections[k] == detections[keys[0]] for k in keys)
         print(f"check: {len(streamed)} hops, max |posterior difference| streaming vs naive "
               f"{np.max(np.abs(streamed - naive_post)):.1e}; detections identical in all four runs: {same} "

@@ -198,8 +198,13 @@ class AudioSpec:
     clip_samples: int
     frontend_graph: Graph = Graph.fp32(tensors.AUDIO_FRONTEND_FILE)
     embedder_graph: Graph = Graph.fp32(tensors.AUDIO_EMBEDDER_FILE)
+    #: optional: the embedder as a streaming graph with state (``contract/tensors.py``), giving the
+    #: same window embeddings from only the new frames; needs ``n_windows > 1``.
+    embedder_stream_graph: Graph | None = None
 
     def __post_init__(self) -> None:
+        require(self.embedder_stream_graph is None or self.embedder.n_windows > 1, "audio.embedder_stream_graph",
+                self.embedder_stream_graph, "null for an embedder that reads the whole clip in one window")
         require(is_int(self.clip_samples) and self.clip_samples >= self.frontend.frame_length_samples,
                 "audio.clip_samples", self.clip_samples,
                 f"an integer >= the frame length ({self.frontend.frame_length_samples})")
@@ -241,16 +246,19 @@ class AudioSpec:
 
     @property
     def files(self) -> tuple[str, ...]:
-        return self.frontend_graph.files + self.embedder_graph.files
+        stream = self.embedder_stream_graph.files if self.embedder_stream_graph is not None else ()
+        return self.frontend_graph.files + self.embedder_graph.files + stream
 
     def to_dict(self) -> dict[str, Any]:
         return {"frontend": asdict(self.frontend), "embedder": asdict(self.embedder),
                 "clip_samples": self.clip_samples, "frontend_graph": self.frontend_graph.to_dict(),
-                "embedder_graph": self.embedder_graph.to_dict()}
+                "embedder_graph": self.embedder_graph.to_dict(),
+                "embedder_stream_graph": None if self.embedder_stream_graph is None
+                else self.embedder_stream_graph.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Any) -> "AudioSpec":
-        keys = {"frontend", "embedder", "clip_samples", "frontend_graph", "embedder_graph"}
+        keys = {"frontend", "embedder", "clip_samples", "frontend_graph", "embedder_graph", "embedder_stream_graph"}
         require(isinstance(data, Mapping) and set(data) == keys, "audio keys",
                 sorted(data) if isinstance(data, Mapping) else data, f"exactly {sorted(keys)}")
         emb = data["embedder"]
@@ -260,4 +268,6 @@ class AudioSpec:
         return cls(frontend=frontend_from_dict(data["frontend"]), embedder=AudioEmbedderSpec(**emb),
                    clip_samples=data["clip_samples"],
                    frontend_graph=Graph.from_dict(data["frontend_graph"], "audio.frontend_graph"),
-                   embedder_graph=Graph.from_dict(data["embedder_graph"], "audio.embedder_graph"))
+                   embedder_graph=Graph.from_dict(data["embedder_graph"], "audio.embedder_graph"),
+                   embedder_stream_graph=None if data["embedder_stream_graph"] is None
+                   else Graph.from_dict(data["embedder_stream_graph"], "audio.embedder_stream_graph"))

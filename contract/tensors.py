@@ -22,6 +22,19 @@ AUDIO_EMBEDDER_FILE = "audio_embedder.onnx"
 AUDIO_EMBEDDER_INPUT = "features"
 AUDIO_EMBEDDER_OUTPUT = "embedding"
 
+# audio_embedder_stream.onnx (optional; windowed embedders whose network is convolutional in
+# time, e.g. speech_embedding): the same embeddings, computed incrementally from new frames.
+#   features      float32 [B, k * stride_frames, F]   the frames that arrived since the last call
+#   state_in_<i>  float32, one per stage of the network: the context it keeps (shapes: the graph's)
+#   embedding     float32 [B, k, D]   output j: the window of window_frames frames that ends with
+#                                     new frame (j + 1) * stride_frames - 1
+#   state_out_<i> float32   the state to pass as state_in_<i> next call
+# A zero state followed by window_frames (rounded up to stride_frames) frames of history makes the
+# state of that history; outputs whose window reaches into the zero state are not used.
+AUDIO_EMBEDDER_STREAM_FILE = "audio_embedder_stream.onnx"
+AUDIO_EMBEDDER_STATE_IN = "state_in_"
+AUDIO_EMBEDDER_STATE_OUT = "state_out_"
+
 # image_embedder.onnx: uint8 frames [B, H, W, 3] to one embedding [B, D] (contract/image_spec.py).
 IMAGE_EMBEDDER_FILE = "image_embedder.onnx"
 IMAGE_EMBEDDER_INPUT = "image"

@@ -160,7 +160,8 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
     with tempfile.TemporaryDirectory(prefix="edgetune-backbone-") as tmp:
         writer = speech_embedding_graphs(spec)
         writer(Path(tmp))
-        models = AudioModels.from_files(spec, Path(tmp), ProviderSettings(providers=("cpu",), intra_op_threads=1))
+        # The workstation embeds with every core (0: ONNX Runtime decides); the device uses one per stream.
+        models = AudioModels.from_files(spec, Path(tmp), ProviderSettings(providers=("cpu",), intra_op_threads=0))
         emb = {name: _embed(models, clips.audio, f"embedding {name}", progress)
                for name, clips in splits.sets.items()}
     timings["embed_s"] = time.perf_counter() - start
