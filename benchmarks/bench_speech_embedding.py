@@ -5,19 +5,24 @@ extras: torch for the DS-CNN bundle, onnx, openwakeword==0.4.0, and ``espeak-ng`
 
 Bundles: a ``speech_embedding`` bundle written by the exporter's own ``write_bundle`` with
 ``audio_spec(9, "seg3")`` (the wheel's two graphs rewritten to be frame-local: a clip is 9 windows
-of 76 frames, 8 frames = 80 ms apart, 1.42 s) and a random head; and the DS-CNN bundle of
-``tests/support/bundles.py::make_bundle`` (random weights). Audio: espeak-ng sentences (3 voices)
+of 76 frames, 8 frames = 80 ms apart, 1.42 s; and the embedder's streaming graph,
+``audio_embedder_stream.onnx``) and a random head; the same bundle's graphs opened without the
+stream graph (``AudioModels.from_files`` on its spec with ``embedder_stream_graph=None``: the
+window graph on every window, the device's path before the stream graph); and the DS-CNN bundle
+of ``tests/support/bundles.py::make_bundle`` (random weights). Audio: espeak-ng sentences (3 voices)
 resampled to 16 kHz with soxr, plus Gaussian noise of 1e-4 rms (about 3 LSB: no digital silence),
 rounded to int16 so that both implementations read the very same samples; 30 s.
 
 What runs, all on one ONNX Runtime thread (CPU provider):
 
 - **edgetune streaming**: ``AudioPreprocessor`` (``FeatureRing``: the front-end on the 8 frames a
-  hop completes) + ``AudioEmbedder`` (the one window that ends in the hop, a ring of window
-  embeddings, ``seg3`` pooling); and the whole device loop, ``audio_pipeline`` + ``run_pipeline``
-  (head, detector, metrics) over an in-memory iterator of 1,280-sample chunks.
-- **whole window each hop**: per hop the front-end over the whole clip (140 frames) and the
-  embedder over all 9 windows, pooled: the same sessions, what a simple script does.
+  hop completes) + ``AudioEmbedder`` (the hop's 8 new frames and the state into the stream graph,
+  the new window's embedding into a ring of window embeddings, ``seg3`` pooling); and the whole
+  device loop, ``audio_pipeline`` + ``run_pipeline`` (head, detector, metrics) over an in-memory
+  iterator of 1,280-sample chunks. Each also with the **window graph** (the bundle opened without
+  its stream graph: ``AudioEmbedder`` embeds the one 76-frame window that ends in the hop).
+- **whole window each hop**: per hop the front-end over the whole clip (140 frames) and the window
+  graph over all 9 windows, pooled: the same sessions, what a simple script does.
 - **peer, openWakeWord**: ``openwakeword.utils.AudioFeatures`` (0.4.0) built on the wheel's
   ``melspectrogram.onnx`` / ``embedding_model.onnx``, fed 1,280-sample int16 chunks through
   ``__call__`` (its ``_streaming_features``: mel on the chunk + 480 samples, one embedding per
@@ -38,20 +43,21 @@ window after hop ``k`` then cover the same 76 frames. A table of other shifts sh
 gives the minimum difference. The agreement is shown at espeak-ng's level and 20 dB down, with the
 share of mel values that openWakeWord's call-wide floor raised (the one difference by design).
 
-Where the time goes, and prototypes (built here, in a temporary folder; nothing in ``edge/``
-changes): the session runs timed inside each loop, and the Python pieces alone; the embedder under
-other ONNX Runtime options; a lean ``AudioEmbedder`` (the window ring a preallocated array, no
-``np.stack`` per hop); 8 streams' windows batched into one embedder call; and the embedder as a
-**streaming graph**, built from the bundle's ``audio_embedder.onnx``. Its time convolutions have
-no padding and its max-pools stride 2, 1, 2, 1, 2 in time (8 in all, the window stride), so a
-clip's windows are one fully convolutional pass, and a stream needs each layer only on its new
-columns, given the last columns of each stage's input (4 per stage, 2 for the last). The graph
-takes the hop's 8 new frames and that state and gives the new window's embedding and the next
-state: bit-identical to the embedder's (checked at the end).
+Where the time goes, and prototypes (not edge code): the session runs timed inside each loop,
+and the Python pieces alone; the window graph under other ONNX Runtime options; a lean
+``AudioEmbedder`` (the stream graph, the window ring a preallocated array, no ``np.stack`` per
+hop); 8 streams batched into one embedder call, of the window graph and of the stream graph; a
+whole clip's 9 windows by the window graph and through the stream graph in one call
+(``AudioModels.embed_features``). The stream graph is the bundle's own
+(``export/audio/speech_embedding_stream.py``): the window graph's time convolutions have no
+padding and its max-pools stride 2, 1, 2, 1, 2 in time (8 in all, the window stride), so a stream
+needs each layer only on its new columns, given the last 2 input columns of each of its 11 time
+convolutions as state. Its embeddings are checked against the window graph's at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import shutil
@@ -194,77 +200,7 @@ def run_loop(bundle, models, audio16, hop_ms: float | None) -> dict:
             "hop_ms": pipeline.info["hop_ms"]}
 
 
-# --- prototype: the embedder as a streaming graph (not edge code) -----------------------------------------------
-
-def streaming_graphs(embedder_path: Path, out_dir: Path) -> tuple[Path, Path, list[int]]:
-    """From the bundle's ``audio_embedder.onnx``: a fully convolutional graph (features [B, T, 32],
-    T = 76 + 8n -> embeddings [B, n+1, 96], plus each stage's input as extra outputs) and a
-    streaming graph (features [B, 8n, 32] + state0..5 -> embeddings [B, n, 96] + state0_out..5_out).
-    Stages end at the max-pools; ``context[k]``: columns of stage k's input kept as state."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    src = onnx.load(str(embedder_path))
-    nodes = list(src.graph.node)
-    if [n.op_type for n in nodes[:3]] != ["Unsqueeze", "Pad", "Reshape"] or nodes[-1].op_type != "Reshape":
-        raise SystemExit(f"{embedder_path}: not the rewritten speech_embedding embedder this prototype expects")
-    body, first_in, last_out = nodes[3:-1], nodes[3].input[0], nodes[-1].input[0]
-    pools = [k for k, n in enumerate(body) if n.op_type == "MaxPool"]
-    stages = list(zip([0] + [k + 1 for k in pools], [k + 1 for k in pools] + [len(body)]))
-    stages = [(a, b) for a, b in stages if a < b]
-    stage_in = [first_in] + [body[b - 1].output[0] for a, b in stages[:-1]]
-    dims = {i.name: list(i.dims) for i in src.graph.initializer}
-
-    def kernel(n):
-        return next(a.ints for a in n.attribute if a.name == "kernel_shape")
-
-    context = [sum(kernel(n)[0] - 1 for n in body[a:b] if n.op_type == "Conv") for a, b in stages]
-    channels = [dims[next(n for n in body[a:b] if n.op_type == "Conv").input[1]][1] for a, b in stages]
-    widths = [34, 16, 8, 4, 2, 1]  # mel bins (32, padded by 1 each side) after each 2-wide pool in frequency
-
-    def ints(name, v):
-        return numpy_helper.from_array(np.asarray(v, dtype=np.int64), name)
-
-    front = [helper.make_node("Unsqueeze", ["features", "axis1"], ["features4"]),  # [B, 1, T, 32]
-             helper.make_node("Pad", ["features4", "pad_mel"], [first_in])]        # [B, 1, T, 34]
-    tail = [helper.make_node("Transpose", [last_out], ["emb_t"], perm=[0, 2, 3, 1]),  # [B, n, 1, 96]
-            helper.make_node("Squeeze", ["emb_t", "axis2"], ["embeddings"])]          # [B, n, 96]
-    consts = [ints("axis1", [1]), ints("axis2", [2]), ints("pad_mel", [0, 0, 0, 1, 0, 0, 0, 1]),
-              ints("big", [1 << 30])]
-    consts += [i for i in src.graph.initializer if i.name in {x for n in body for x in n.input}]
-    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["B", "T", 32])
-    embeddings = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["B", "n", 96])
-
-    def save(graph, path):
-        model = helper.make_model(graph, opset_imports=list(src.opset_import))
-        model.ir_version = src.ir_version
-        onnx.checker.check_model(model)
-        onnx.save(model, str(path))
-
-    full_path, stream_path = out_dir / "embedder_fullconv.onnx", out_dir / "embedder_stream.onnx"
-    stage_outs = [helper.make_tensor_value_info(t, TensorProto.FLOAT, [f"s{k}_{d}" for d in range(4)])
-                  for k, t in enumerate(stage_in)]
-    save(helper.make_graph(front + body + tail, "fullconv", [features], [embeddings] + stage_outs, consts), full_path)
-    stream_nodes, states_in, states_out = [], [], []
-    for k, ((a, b), t) in enumerate(zip(stages, stage_in)):
-        cat = f"stage{k}_in"  # [state k ; new columns] along time
-        stream_nodes += [helper.make_node("Concat", [f"state{k}", t], [cat], axis=2),
-                         helper.make_node("Slice", [cat, f"keep{k}", "big", "axis2"], [f"state{k}_out"])]
-        consts.append(ints(f"keep{k}", [-context[k]]))
-        for n in body[a:b]:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(n)
-            for j, name in enumerate(copy.input):
-                if name == t:
-                    copy.input[j] = cat
-            stream_nodes.append(copy)
-        shape = ["B", channels[k], context[k], widths[k]]
-        states_in.append(helper.make_tensor_value_info(f"state{k}", TensorProto.FLOAT, shape))
-        states_out.append(helper.make_tensor_value_info(f"state{k}_out", TensorProto.FLOAT, shape))
-    save(helper.make_graph(front + stream_nodes + tail, "stream", [features] + states_in, [embeddings] + states_out,
-                           consts), stream_path)
-    return full_path, stream_path, context
-
+# --- prototypes and helpers (not edge code) ---------------------------------------------------------------------
 
 def ort_session(path: Path, **options):
     import onnxruntime as ort
@@ -279,41 +215,40 @@ def ort_session(path: Path, **options):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"], **options)
 
 
-class StreamingEmbedder:
-    """Prototype of a stateful AudioEmbedder for ``batch`` streams: per hop, one call of the streaming
-    graph on each stream's 8 new frames and its state; then the same ring and pooling as AudioEmbedder."""
+class BatchedStreams:
+    """``batch`` streams in one stream-graph call per hop (``AudioModels.embed_stream`` on their 8 new
+    frames each and their stacked states); then the same ring and pooling as AudioEmbedder."""
 
-    def __init__(self, models, full, stream, context, silence: np.ndarray, batch: int = 1) -> None:
-        outs = full.run(None, {"features": silence[None]})  # the clip of silence: windows and stage inputs
-        self.models, self.stream, self.new_frames = models, stream, HOP // models.params.frame_hop_samples
-        self.state = {f"state{k}": np.repeat(np.ascontiguousarray(o[:, :, -c:]), batch, axis=0)
-                      for k, (o, c) in enumerate(zip(outs[1:], context))}
-        self.rings = [deque(outs[0][0], maxlen=models.embedder_spec.n_windows) for _ in range(batch)]
+    def __init__(self, models, silence: np.ndarray, batch: int = 1) -> None:
+        self.models, self.new_frames = models, HOP // models.params.frame_hop_samples
+        self.state = models.stream_state(np.repeat(silence[None], batch, axis=0))
+        start = models.window_embeddings(silence[None])[0]  # [n_windows, D]
+        self.rings = [deque(start, maxlen=models.embedder_spec.n_windows) for _ in range(batch)]
 
     def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """Each stream's feature window [frames_per_clip, F] after the hop -> its pooled embedding."""
         new = np.stack([w[-self.new_frames:] for w in windows])  # [S, 8, F]
-        out = self.stream.run(None, {"features": new, **self.state})
-        self.state = {f"state{k}": s for k, s in enumerate(out[1:])}
-        for ring, emb in zip(self.rings, out[0]):
-            ring.extend(emb)
+        emb, self.state = self.models.embed_stream(new, self.state)
+        for ring, e in zip(self.rings, emb):
+            ring.extend(e)
         return [self.models.pool(np.stack(ring)[None])[0] for ring in self.rings]
 
 
 class LeanEmbedder:
-    """Prototype of AudioEmbedder's Python side (today's graph, ``seg3`` only): the window ring a
-    preallocated array, the new window a view (no ``np.stack``), the pooling on fixed slices."""
+    """Prototype of AudioEmbedder's Python side (the stream graph, ``seg3`` only): the window ring a
+    preallocated array (no ``np.stack``), the pooling on fixed slices."""
 
     def __init__(self, models, silence: np.ndarray) -> None:
         spec = models.embedder_spec
-        self.models, self.window = models, spec.window_frames
-        self.ring = models.embed(models.windows_of(silence[None])[0])  # [n_windows, D], oldest first
+        self.models, self.new_frames = models, HOP // models.params.frame_hop_samples
+        self.ring = models.window_embeddings(silence[None])[0].copy()  # [n_windows, D], oldest first
+        self.state = models.stream_state(silence[None])
         self.parts = [(p[0], p[-1] + 1) for p in np.array_split(np.arange(spec.n_windows), 3)]
 
     def __call__(self, step) -> np.ndarray:
-        fresh = self.models.embed(step.data[None, -self.window:])  # [1, D]
+        fresh, self.state = self.models.embed_stream(step.data[None, -self.new_frames:], self.state)  # [1, 1, D]
         self.ring[:-1] = self.ring[1:]
-        self.ring[-1] = fresh[0]
+        self.ring[-1] = fresh[0, 0]
         return np.concatenate([self.ring[a:b].mean(axis=0) for a, b in self.parts])
 
 
@@ -325,17 +260,6 @@ def run_lean(models, audio16) -> dict:
     out = _timed(lambda chunk: pooled.extend(embed(step) for step in pre.push(chunk)), as_float(audio16),
                  lambda: embed.ring[-1])
     return {**out, "pooled": np.array(pooled)}
-
-
-def run_prototype(models, full, stream, context, audio16) -> dict:
-    """AudioPreprocessor + the streaming embedder graph, one stream."""
-    pre = AudioPreprocessor.for_models(models, HOP)
-    embed = StreamingEmbedder(models, full, stream, context, pre.ring.silence)
-
-    def hop(chunk):
-        return [embed([step.data]) for step in pre.push(chunk)]
-
-    return _timed(hop, as_float(audio16), lambda: embed.rings[0][-1])
 
 
 def run_batched(models, audio16, streams: int, embed_fn) -> dict:
@@ -353,9 +277,9 @@ def run_batched(models, audio16, streams: int, embed_fn) -> dict:
     return {"cpu_s": time.process_time() - t_cpu, "audio_s": n * HOP / RATE_HZ * streams}
 
 
-def today_batched(models):
-    """Today's graph, batched: each stream's newest window in one ``models.embed`` call, rings and pooling
-    (the rings start from the first hop's embeddings: this only times)."""
+def window_batched(models):
+    """The window graph, batched: each stream's newest window in one ``models.embed`` call, rings and
+    pooling (the rings start from the first hop's embeddings: this only times)."""
     rings: list[deque] = []
     w, n = models.embedder_spec.window_frames, models.embedder_spec.n_windows
 
@@ -433,11 +357,14 @@ def main() -> None:
         dscnn_s = time.perf_counter() - t0
         one_thread = ProviderSettings(providers=("cpu",), intra_op_threads=1)
         models, ds_models = AudioModels(speech, one_thread), AudioModels(dscnn, one_thread)
+        if not models.streams:
+            raise SystemExit("the speech_embedding bundle has no stream graph; the exporter should write one")
+        # the same graphs without the stream graph: the window graph on every window
+        window_models = AudioModels.from_files(dataclasses.replace(spec, embedder_stream_graph=None),
+                                               speech.directory, one_thread)
         voice = espeak_speech(tmp, AUDIO_S)
         audio16, quiet16 = with_noise(voice), with_noise(0.1 * voice)  # the same speech, and 20 dB down
         prefeed16 = noise_floor(PREFEED_S)
-        full_path, stream_path, context = streaming_graphs(tmp / "speech" / spec.embedder_file, tmp)
-        full, stream = ort_session(full_path), ort_session(stream_path)
 
         print(f"speech_embedding streamed: {AUDIO_S} s of espeak-ng speech ({len(VOICES)} voices, soxr to 16 kHz, "
               f"+{NOISE_RMS:g} rms noise, int16), 80 ms hops ({HOP} samples), 1 ONNX Runtime thread, CPU provider; "
@@ -453,11 +380,12 @@ def main() -> None:
         # (the whole-window script runs on the first WHOLE_S: 16 ms a hop; its per-hop cost does not change)
         impls = {
             "edgetune streaming": lambda x: run_edgetune(models, x),
-            "whole window each hop": lambda x: run_whole_window(models, x[: WHOLE_S * RATE_HZ]),
+            "edgetune streaming, window graph": lambda x: run_edgetune(window_models, x),
+            "whole window each hop": lambda x: run_whole_window(window_models, x[: WHOLE_S * RATE_HZ]),
             "openWakeWord AudioFeatures": lambda x: run_peer(x, prefeed16),
             "edgetune loop, speech_embedding": lambda x: run_loop(speech, models, x, None),
+            "edgetune loop, window graph": lambda x: run_loop(speech, window_models, x, None),
             "edgetune loop, DS-CNN": lambda x: run_loop(dscnn, ds_models, x, None),
-            "prototype streaming graph": lambda x: run_prototype(models, full, stream, context, x),
             "prototype lean AudioEmbedder": lambda x: run_lean(models, x),
         }
         for fn in impls.values():  # warm-up
@@ -475,20 +403,23 @@ def main() -> None:
             return np.concatenate([r["hop_cpu_ms"] for r in results[key]])
 
         print("A. Backbone cost per 80 ms hop: CPU ms (thread time) per hop, over all rounds' hops")
-        rows = [("edgetune streaming", "8 new frames, 1 new window, pool"),
+        rows = [("edgetune streaming", "8 new frames, stream graph on them, pool"),
+                ("edgetune streaming, window graph", "8 new frames, 1 new window, pool"),
                 ("whole window each hop", f"{spec.frames_per_clip} frames, {N_WINDOWS} windows, pool"),
                 ("openWakeWord AudioFeatures", "mel on 1760 samples (8 frames), 1 window")]
-        header = f"{'implementation':<28} {'computes per hop':<42} {'median':>7} {'p90':>7} {'mean':>7} {'vs whole':>9}"
+        header = f"{'implementation':<32} {'computes per hop':<42} {'median':>7} {'p90':>7} {'mean':>7} {'vs whole':>9}"
         print(header)
         print("-" * len(header))
         whole = np.median(hop_ms("whole window each hop"))
         for key, what in rows:
             h = hop_ms(key)
-            print(f"{key:<28} {what:<42} {np.median(h):>7.3f} {np.percentile(h, 90):>7.3f} {h.mean():>7.3f} "
+            print(f"{key:<32} {what:<42} {np.median(h):>7.3f} {np.percentile(h, 90):>7.3f} {h.mean():>7.3f} "
                   f"{whole / np.median(h):>8.2f}x")
         ours, peer = np.median(hop_ms("edgetune streaming")), np.median(hop_ms("openWakeWord AudioFeatures"))
+        window = np.median(hop_ms("edgetune streaming, window graph"))
         print(f"ratio whole window / edgetune streaming: {whole / ours:.2f}x; openWakeWord / edgetune streaming: "
-              f"{peer / ours:.2f}x (median per hop; > 1: edgetune is cheaper)")
+              f"{peer / ours:.2f}x, with the window graph {peer / window:.2f}x (median per hop; > 1: edgetune is "
+              f"cheaper)")
         print()
 
         print("B. Streams one core keeps in real time: RTF = CPU s / audio s (median over rounds), "
@@ -496,9 +427,10 @@ def main() -> None:
         rows = [("edgetune loop, speech_embedding", "audio_pipeline + run_pipeline: head, detector, metrics"),
                 ("edgetune streaming", "AudioPreprocessor + AudioEmbedder: what the peer does"),
                 ("openWakeWord AudioFeatures", "the peer, ncpu=1, steady state"),
+                ("edgetune loop, window graph", "the loop, the bundle opened without its stream graph"),
+                ("edgetune streaming, window graph", "AudioEmbedder on the window ending in the hop"),
                 ("edgetune loop, DS-CNN", "audio_pipeline + run_pipeline, 100 ms hops, 1 s clip"),
-                ("prototype lean AudioEmbedder", "today's graph; ring an array, no np.stack (not edge code)"),
-                ("prototype streaming graph", "AudioPreprocessor + streaming embedder graph (not edge code)")]
+                ("prototype lean AudioEmbedder", "stream graph; ring an array, no np.stack (not edge code)")]
         header = (f"{'implementation':<44} {'audio s':>7} {'CPU s':>7} {'wall s':>7} {'RTF':>7} {'streams/core':>12} "
                   f"{'vs peer':>8}  what")
         print(header)
@@ -512,21 +444,21 @@ def main() -> None:
                   f"{rtf:>7.4f} {1 / rtf:>12.0f} {peer_rtf / rtf:>7.2f}x  {what}")
         batched = {}
         silence = AudioPreprocessor.for_models(models, HOP).ring.silence
-        for name, fn in (("today's graph", today_batched(models)),
-                         ("prototype streaming graph",
-                          StreamingEmbedder(models, full, stream, context, silence, batch=BATCH_STREAMS))):
+        for name, fn in (("window graph", window_batched(window_models)),
+                         ("stream graph", BatchedStreams(models, silence, batch=BATCH_STREAMS))):
             runs = [run_batched(models, audio16[: 10 * RATE_HZ], BATCH_STREAMS, fn) for _ in range(ROUNDS)]
             rtf = statistics.median(r["cpu_s"] / r["audio_s"] for r in runs)
             batched[name] = 1 / rtf
             print(f"{f'{BATCH_STREAMS} streams batched, {name}':<44} {runs[0]['audio_s']:>7.1f} "
                   f"{statistics.median(r['cpu_s'] for r in runs):>7.3f} {'':>7} {rtf:>7.4f} {1 / rtf:>12.0f} "
-                  f"{peer_rtf / rtf:>7.2f}x  {BATCH_STREAMS} preprocessors, their windows in one embedder call")
+                  f"{peer_rtf / rtf:>7.2f}x  {BATCH_STREAMS} preprocessors, one embedder call per hop (not edge code)")
         theirs = streams["openWakeWord AudioFeatures"]
         print(f"ratio edgetune / openWakeWord streams per core: loop "
               f"{streams['edgetune loop, speech_embedding'] / theirs:.2f}x, backbone alone "
-              f"{streams['edgetune streaming'] / theirs:.2f}x (target: 2x); with the prototype streaming graph "
-              f"{streams['prototype streaming graph'] / theirs:.2f}x, {BATCH_STREAMS} streams batched "
-              f"{batched['prototype streaming graph'] / theirs:.2f}x")
+              f"{streams['edgetune streaming'] / theirs:.2f}x (target: 2x); with the window graph: loop "
+              f"{streams['edgetune loop, window graph'] / theirs:.2f}x, backbone alone "
+              f"{streams['edgetune streaming, window graph'] / theirs:.2f}x; {BATCH_STREAMS} streams batched "
+              f"{batched['stream graph'] / theirs:.2f}x")
         print("(CPU s: process time of the timed part (openWakeWord's 10 s pre-feed is not timed; nothing of ours "
               "grows, so ours has none); wall s on shared cores, for reference; audio s of the batched rows: all "
               "streams' audio)")
@@ -561,7 +493,7 @@ def main() -> None:
         print(f"D. Where the time goes (CPU ms per hop, mean over the {AUDIO_S} s, session runs timed inside)")
         _breakdown(models, audio16, prefeed16)
         print()
-        _options(models, speech, spec, audio16, full, stream, context)
+        _options(models, window_models, speech, spec, audio16)
         print(f"\nwall time of this run: {time.perf_counter() - wall_start:.0f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -609,24 +541,25 @@ def agreement(models, x16, prefeed16):
 
 
 def _breakdown(models, audio16, prefeed16) -> None:
-
+    """``models``' device path (the stream graph) against the peer, then the Python pieces alone."""
     x = audio16
-    fe, em = TimedSession(models._frontend), TimedSession(models._embedder)  # the sessions AudioModels runs
-    models._frontend, models._embedder = fe, em
+    # the sessions AudioModels runs: front-end, window graph, stream graph
+    fe, em, st = TimedSession(models._frontend), TimedSession(models._embedder), TimedSession(models._stream)
+    models._frontend, models._embedder, models._stream = fe, em, st
     try:
         pre = AudioPreprocessor.for_models(models, HOP)
         embed = AudioEmbedder(models, HOP, pre.ring.silence)
-        fe.cpu_s = em.cpu_s = 0.0
+        fe.cpu_s = em.cpu_s = st.cpu_s = 0.0
         c = []
         for chunk in hops(as_float(x)):
             c0 = time.thread_time()
             for step in pre.push(chunk):
                 embed(step)
             c.append(1000 * (time.thread_time() - c0))
-        ours = {"front-end graph": 1000 * fe.cpu_s / len(c), "embedder graph": 1000 * em.cpu_s / len(c)}
+        ours = {"front-end graph": 1000 * fe.cpu_s / len(c), "embedder graph": 1000 * (em.cpu_s + st.cpu_s) / len(c)}
         ours["everything else"] = float(np.mean(c)) - sum(ours.values())
     finally:
-        models._frontend, models._embedder = fe.session, em.session
+        models._frontend, models._embedder, models._stream = fe.session, em.session, st.session
     peer = open_peer()
     for chunk in hops(prefeed16):
         peer(chunk)
@@ -663,86 +596,96 @@ def _breakdown(models, audio16, prefeed16) -> None:
         print(f"  {name:<56} {1000 * cpu_per_call_ms(fn, 500):>7.1f} us  ({who})")
 
 
-def _options(models, speech, spec, audio16, full, stream, context) -> None:
+def _options(models, window_models, speech, spec, audio16) -> None:
     import onnxruntime as ort
 
+    from edgetune.contract import tensors
 
     # real windows of speech features
     pre = AudioPreprocessor.for_models(models, HOP)
     wins = [s.data[-76:].copy() for c in hops(as_float(audio16[: 5 * RATE_HZ])) for s in pre.push(c)]
     w1 = wins[-1][None]
-    path = speech.directory / spec.embedder_file
     level = ort.GraphOptimizationLevel
-    variants = {
-        "ALL (the device's create_session today)": ort_session(path),
-        "EXTENDED (no NCHWc layout)": ort_session(path, level=level.ORT_ENABLE_EXTENDED),
-        "BASIC": ort_session(path, level=level.ORT_ENABLE_BASIC),
-        "DISABLE_ALL": ort_session(path, level=level.ORT_DISABLE_ALL),
-        "ALL, NchwcTransformer disabled": ort_session(path, disabled_optimizers=["NchwcTransformer"]),
-        "ALL, PARALLEL mode (ORT's own inter-op pool)": ort_session(path, mode=ort.ExecutionMode.ORT_PARALLEL),
-        "ALL, denormals as zero": ort_session(path, config={"session.set_denormal_as_zero": "1"}),
-    }
-    base = variants["ALL (the device's create_session today)"]
-    binding = base.io_binding()
-    out = np.empty((1, 96), np.float32)
-    binding.bind_cpu_input("features", w1)
-    binding.bind_output("embedding", "cpu", 0, np.float32, out.shape, out.ctypes.data)
-    calls = {name: (lambda s=s: s.run(["embedding"], {"features": w1})) for name, s in variants.items()}
-    calls["ALL, IOBinding (preallocated output)"] = lambda: base.run_with_iobinding(binding)
-    calls["AudioModels.embed (checks, contiguous copy)"] = lambda: models.embed(w1)
-    times = {name: [] for name in calls}
-    for _ in range(OPTION_ROUNDS):  # interleaved, so load drifts fall on all
-        for name, fn in calls.items():
-            times[name].append(cpu_per_call_ms(fn, 60, rounds=1))
-    ref = base.run(["embedding"], {"features": w1})[0]
-    print(f"Embedder graph, one window of speech features, ONNX Runtime options (CPU ms per call over "
-          f"{OPTION_ROUNDS} interleaved rounds of 60 calls, 1 thread)")
-    print(f"{'variant':<46} {'median':>7} {'best':>7} {'vs ALL':>7}  max |diff| vs ALL")
-    t_all = statistics.median(times["ALL (the device's create_session today)"])
-    for name, fn in calls.items():
-        t = statistics.median(times[name])
-        got = variants[name].run(["embedding"], {"features": w1})[0] if name in variants else ref
-        print(f"{name:<46} {t:>7.3f} {min(times[name]):>7.3f} {t_all / t:>6.2f}x  {np.abs(got - ref).max():.1e}")
-    print("(vs ALL: median of ALL / this one's; best: the fastest round, the least disturbed by other processes)")
-    print()
+    for title, path, feed, check in (
+            ("Window graph, one window of speech features", speech.directory / spec.embedder_file, {"features": w1},
+             ("AudioModels.embed (checks, contiguous copy)", lambda: models.embed(w1))),
+            ("Stream graph, one hop's 8 new frames of speech + the state",
+             speech.directory / tensors.AUDIO_EMBEDDER_STREAM_FILE, None, None)):
+        if feed is None:  # the stream graph: the state after the hops before the last
+            state = models.stream_state(np.concatenate(wins[-11:-1])[None, -80:])
+            new = wins[-1][None, -8:]
+            feed = {"features": new, **{f"state_in_{i}": v for i, v in enumerate(state)}}
+            check = ("AudioModels.embed_stream (checks, contiguous copy)", lambda: models.embed_stream(new, state))
+        variants = {
+            "ALL (the device's create_session)": ort_session(path),
+            "EXTENDED (no NCHWc layout)": ort_session(path, level=level.ORT_ENABLE_EXTENDED),
+            "BASIC": ort_session(path, level=level.ORT_ENABLE_BASIC),
+            "DISABLE_ALL": ort_session(path, level=level.ORT_DISABLE_ALL),
+            "ALL, NchwcTransformer disabled": ort_session(path, disabled_optimizers=["NchwcTransformer"]),
+            "ALL, PARALLEL mode (ORT's own inter-op pool)": ort_session(path, mode=ort.ExecutionMode.ORT_PARALLEL),
+            "ALL, denormals as zero": ort_session(path, config={"session.set_denormal_as_zero": "1"}),
+        }
+        base = variants["ALL (the device's create_session)"]
+        calls = {name: (lambda s=s: s.run(None, feed)) for name, s in variants.items()}  # every output, states too
+        if "state_in_0" not in feed:
+            binding = base.io_binding()
+            out = np.empty((1, 96), np.float32)
+            binding.bind_cpu_input("features", w1)
+            binding.bind_output("embedding", "cpu", 0, np.float32, out.shape, out.ctypes.data)
+            calls["ALL, IOBinding (preallocated output)"] = lambda b=binding: base.run_with_iobinding(b)
+        calls[check[0]] = check[1]
+        times = {name: [] for name in calls}
+        for _ in range(OPTION_ROUNDS):  # interleaved, so load drifts fall on all
+            for name, fn in calls.items():
+                times[name].append(cpu_per_call_ms(fn, 60, rounds=1))
+        ref = base.run(["embedding"], feed)[0]
+        print(f"{title}, ONNX Runtime options (CPU ms per call over {OPTION_ROUNDS} interleaved rounds of 60 calls, "
+              f"1 thread)")
+        print(f"{'variant':<52} {'median':>7} {'best':>7} {'vs ALL':>7}  max |diff| vs ALL")
+        t_all = statistics.median(times["ALL (the device's create_session)"])
+        for name in calls:
+            t = statistics.median(times[name])
+            got = variants[name].run(["embedding"], feed)[0] if name in variants else ref
+            print(f"{name:<52} {t:>7.3f} {min(times[name]):>7.3f} {t_all / t:>6.2f}x  {np.abs(got - ref).max():.1e}")
+        print("(vs ALL: median of ALL / this one's; best: the fastest round, the least disturbed by other processes)")
+        print()
 
-    print("Batching and the prototype graphs (CPU ms; 'per window' = per stream-hop)")
-    print(f"{'what':<58} {'ms/call':>8} {'ms/window':>9} {'vs today B=1':>12}")
+    print("Batching, and whole clips (CPU ms; 'per window' = per stream-hop, or per window of the clip)")
+    print(f"{'what':<66} {'ms/call':>8} {'ms/window':>9} {'vs window B=1':>13}")
     rows = []
     for b in (1, 4, 16):
         wb = np.stack(wins[:b])
-        rows.append((f"today's embedder graph, batch {b}", lambda wb=wb: base.run(["embedding"], {"features": wb}), b))
+        rows.append((f"window graph, batch {b}", lambda wb=wb: window_models.embed(wb), b))
     silence = AudioPreprocessor.for_models(models, HOP).ring.silence
     for b in (1, 4, 16):
-        proto = StreamingEmbedder(models, full, stream, context, silence, batch=b)
+        state = models.stream_state(np.repeat(silence[None], b, axis=0))
         new = np.stack([w[-8:] for w in wins[:b]])
-        rows.append((f"streaming graph, 8 new frames + state, batch {b}",
-                     lambda new=new, p=proto: stream.run(None, {"features": new, **p.state}), b))
+        rows.append((f"stream graph, 8 new frames + state, batch {b}",
+                     lambda new=new, st=state: models.embed_stream(new, st), b))
     clip_features = np.concatenate(wins[:1] + [w[-8:] for w in wins[1:N_WINDOWS]])[None]  # 140 frames
-    rows.append(("today: a whole clip's 9 windows (AudioModels.embed_features)",
+    rows.append(("window graph: a whole clip's 9 windows (embed_features)",
+                 lambda: window_models.embed_features(clip_features), N_WINDOWS))
+    rows.append(("stream graph: the clip's 140 frames, one call (embed_features)",
                  lambda: models.embed_features(clip_features), N_WINDOWS))
-    rows.append(("fully convolutional graph: the clip's 140 frames in one pass",
-                 lambda: full.run(["embeddings"], {"features": clip_features}), N_WINDOWS))
     t_one = None
     for name, fn, b in rows:
         t = cpu_per_call_ms(fn, max(10, 200 // b))
         t_one = t_one or t
-        print(f"{name:<58} {t:>8.3f} {t / b:>9.3f} {t_one / (t / b):>11.2f}x")
-    # exactness of the prototypes
-    today9 = models.embed(models.windows_of(clip_features)[0])
-    one_pass = full.run(["embeddings"], {"features": clip_features})[0][0]
-    print(f"check: fully convolutional vs 9 windows max |diff| {np.abs(one_pass - today9).max():.1e}; the streaming "
-          "graph's windows vs AudioEmbedder's: see section B's prototype row, compared below")
+        print(f"{name:<66} {t:>8.3f} {t / b:>9.3f} {t_one / (t / b):>12.2f}x")
+    # exactness: the stream graph against the window graph
+    nine = window_models.window_embeddings(clip_features)
+    print(f"check: a clip's 9 window embeddings, stream graph (one call) vs window graph max |diff| "
+          f"{np.abs(models.window_embeddings(clip_features) - nine).max():.1e} (scale {np.abs(nine).max():.0f})")
     a = run_edgetune(models, audio16[: 10 * RATE_HZ])["windows"]
-    p = run_prototype(models, full, stream, context, audio16[: 10 * RATE_HZ])["windows"]
-    print(f"check: streaming graph vs AudioEmbedder, {len(a)} hops of speech: window embeddings max |diff| "
-          f"{np.abs(a - p).max():.1e} (scale {np.abs(a).max():.0f})")
+    w = run_edgetune(window_models, audio16[: 10 * RATE_HZ])["windows"]
+    print(f"check: AudioEmbedder with the stream graph vs the window graph, {len(a)} hops of speech: newest window "
+          f"embeddings max |diff| {np.abs(a - w).max():.1e} (scale {np.abs(w).max():.0f})")
     pre = AudioPreprocessor.for_models(models, HOP)
     embed = AudioEmbedder(models, HOP, pre.ring.silence)
-    today = np.array([embed(st) for c in hops(as_float(audio16[: 10 * RATE_HZ])) for st in pre.push(c)])
+    device = np.array([embed(st) for c in hops(as_float(audio16[: 10 * RATE_HZ])) for st in pre.push(c)])
     lean = run_lean(models, audio16[: 10 * RATE_HZ])["pooled"]
     print(f"check: lean AudioEmbedder vs AudioEmbedder, pooled seg3 embeddings max |diff| "
-          f"{np.abs(today - lean).max():.1e}")
+          f"{np.abs(device - lean).max():.1e}")
 
 
 if __name__ == "__main__":

@@ -316,7 +316,8 @@ def build_embedder_graph(src: Path) -> onnx.ModelProto:
     return _finish(graph, src_model, "speech_embedding embedder: features [B, 76, 32] -> embedding [B, 96]")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of the file at ``path``."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -357,8 +358,8 @@ def write_graphs(out_dir: Path) -> dict[str, dict[str, str]]:
             "origin": f"PyPI wheel {WHEEL}, openwakeword/{'/'.join(_MODELS_DIR)}/{src_name}",
             "license": _LICENSE,
             "license_note": _LICENSE_NOTE,
-            "source_sha256": _sha256(src),
-            "sha256": _sha256(dst),
+            "source_sha256": sha256_file(src),
+            "sha256": sha256_file(dst),
             "rewrite": rewrite,
         }
         log.info("wrote %s from %s (%s)", dst, src, provenance[out_name]["sha256"][:12])

@@ -2,11 +2,14 @@
 
 :func:`audio_spec` says how the backbone covers a clip (``n_windows`` windows of 76 frames, 80 ms
 apart, pooled); :func:`speech_embedding_graphs` writes the two rewritten graphs
-(:mod:`.speech_embedding`) into a bundle and measures their parity against the wheel's own
-graphs under ONNX Runtime (the reference here is the pretrained ONNX, not a torch model): the
-front-end on each parity clip alone, with a little dither, compared where neither the wheel's
-call-wide floor nor the bundle's fixed floor binds (the report says what fraction that is); the
-embedder on the front-end's windows.
+(:mod:`.speech_embedding`) into a bundle, and for a clip of several windows the embedder's
+streaming graph (:mod:`.speech_embedding_stream`), and measures their parity under ONNX Runtime:
+the front-end and the embedder against the wheel's own graphs (the reference here is the
+pretrained ONNX, not a torch model) -- the front-end on each parity clip alone, with a little
+dither, compared where neither the wheel's call-wide floor nor the bundle's fixed floor binds (the
+report says what fraction that is), the embedder on the front-end's windows; the stream graph
+against the bundle's own ``audio_embedder.onnx``: each parity clip's windows, streamed 8 frames a
+call from a zero state, against the window graph on each window.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import numpy as np
 
 from edgetune.contract import tensors
 from edgetune.contract.audio_spec import AudioEmbedderSpec, AudioSpec, SpeechMelParams
+from edgetune.contract.graphs import Graph
 
 from . import speech_embedding as se
+from . import speech_embedding_stream as ses
 
 #: Dither added to the parity clips, float PCM rms (about 3 LSB of int16): no floor binds.
 PARITY_DITHER_RMS = 1e-4
 
 
 def audio_spec(n_windows: int, pooling: str) -> AudioSpec:
-    """The audio section of a ``speech_embedding`` bundle whose clip is ``n_windows`` windows."""
+    """The audio section of a ``speech_embedding`` bundle whose clip is ``n_windows`` windows
+    (with the streaming embedder graph when there are several)."""
     frames = se.EMBEDDER_WINDOW_FRAMES + (n_windows - 1) * se.EMBEDDER_STRIDE_FRAMES
     clip_samples = se.FRAME_LENGTH_SAMPLES + (frames - 1) * se.FRAME_HOP_SAMPLES
     return AudioSpec(
@@ -35,7 +41,8 @@ def audio_spec(n_windows: int, pooling: str) -> AudioSpec:
                                    window_embedding_size=se.EMBEDDING_SIZE, n_windows=n_windows,
                                    stride_frames=se.EMBEDDER_STRIDE_FRAMES,
                                    pooling="none" if n_windows == 1 else pooling),
-        clip_samples=clip_samples)
+        clip_samples=clip_samples,
+        embedder_stream_graph=Graph.fp32(tensors.AUDIO_EMBEDDER_STREAM_FILE) if n_windows > 1 else None)
 
 
 def _session(path: Path):
@@ -61,8 +68,9 @@ def _report(got: np.ndarray, want: np.ndarray, inputs: np.ndarray, reference: st
             "reference": reference, "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider"}
 
 
-def measure_parity(bundle_dir: Path, clips: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Parity of the written graphs in ``bundle_dir`` with the wheel's, on clips float32 [B, N]."""
+def measure_parity(bundle_dir: Path, clips: np.ndarray, spec: AudioSpec | None = None) -> dict[str, dict[str, Any]]:
+    """Parity of the written graphs in ``bundle_dir`` with the wheel's, on clips float32 [B, N];
+    when ``spec`` declares a stream graph, that graph's against the window graph too."""
     mel_src, emb_src = se.locate_wheel_models()
     rng = np.random.default_rng(0)
     clips = (np.asarray(clips, dtype=np.float32)
@@ -82,9 +90,34 @@ def measure_parity(bundle_dir: Path, clips: np.ndarray) -> dict[str, dict[str, A
     got_e = ours_em.run(None, {tensors.AUDIO_EMBEDDER_INPUT: windows})[0]
     want_e = wheel_em.run(None, {wheel_em.get_inputs()[0].name: windows[..., None]})[0].reshape(len(windows), -1)
     wheel = f"the wheel's own graph ({se.WHEEL}) in ONNX Runtime"
-    return {tensors.AUDIO_FRONTEND_FILE: _report(got, want, clips, wheel + ", one dithered clip per call, where "
-                                                 "neither floor binds", unfloored),
-            tensors.AUDIO_EMBEDDER_FILE: _report(got_e, want_e, windows, wheel)}
+    parity = {tensors.AUDIO_FRONTEND_FILE: _report(got, want, clips, wheel + ", one dithered clip per call, where "
+                                                   "neither floor binds", unfloored),
+              tensors.AUDIO_EMBEDDER_FILE: _report(got_e, want_e, windows, wheel)}
+    if spec is not None and spec.embedder_stream_graph is not None:
+        name = spec.embedder_stream_graph.file("fp32")
+        parity[name] = _stream_parity(_session(bundle_dir / name), ours_em, got, spec)
+    return parity
+
+
+def _stream_parity(stream, window, features: np.ndarray, spec: AudioSpec) -> dict[str, Any]:
+    """The stream graph against the window graph on the windows of each clip's features [B, T, F]
+    (the whole windows ``stride_frames`` apart that end with the clip's last frame: a clip of
+    ``spec.clip_samples`` has ``n_windows``), the stream fed a stride a call from a zero state."""
+    e = spec.embedder
+    t = features.shape[1]
+    if t < e.window_frames:
+        raise ValueError(f"parity clips give {t} frames; the stream graph's parity needs >= {e.window_frames}")
+    n = 1 + (t - e.window_frames) // e.stride_frames
+    pad = -t % e.stride_frames  # at the front: the calls then end where the windows do
+    padded = np.pad(features, ((0, 0), (pad, 0), (0, 0)))
+    got = ses.stream_embeddings(stream, padded, e.stride_frames)[:, -n:]  # [B, n, D]
+    starts = [t - e.window_frames - (n - 1 - j) * e.stride_frames for j in range(n)]
+    windows = np.stack([features[:, s:s + e.window_frames] for s in starts], axis=1)  # [B, n, W, F]
+    flat = np.ascontiguousarray(windows.reshape(-1, *windows.shape[2:]), dtype=np.float32)
+    want = window.run(None, {tensors.AUDIO_EMBEDDER_INPUT: flat})[0]
+    return _report(got.reshape(want.shape), want, flat,
+                   f"this bundle's {tensors.AUDIO_EMBEDDER_FILE} on each window of the parity clips in ONNX Runtime; "
+                   f"the stream fed {e.stride_frames} frames a call from a zero state")
 
 
 class SpeechEmbeddingGraphs:
@@ -100,6 +133,12 @@ class SpeechEmbeddingGraphs:
         from ..backbones import backbone
 
         files = se.write_graphs(staging)
+        stream = self.spec.embedder_stream_graph
+        if stream is not None:
+            name = stream.file("fp32")
+            ses.write_stream_graph(staging / tensors.AUDIO_EMBEDDER_FILE, staging / name)
+            files[name] = {**files[tensors.AUDIO_EMBEDDER_FILE], "sha256": se.sha256_file(staging / name),
+                           "rewrite": ses.REWRITE}
         self.provenance = backbone("speech_embedding").provenance(files=files)
         clips = self.parity_pcm
         if clips is None:
@@ -111,7 +150,7 @@ class SpeechEmbeddingGraphs:
             n = self.spec.clip_samples
             clips = np.pad(clips, (0, max(0, n - clips.size)))
             clips = clips[: clips.size // n * n].reshape(-1, n)
-        return measure_parity(staging, clips)
+        return measure_parity(staging, clips, self.spec)
 
 
 def speech_embedding_graphs(spec: AudioSpec, parity_pcm: np.ndarray | None = None) -> SpeechEmbeddingGraphs:
