@@ -70,7 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     enroll.add_argument("--data", required=True, metavar="DIR", help="one subfolder of audio files per label")
     enroll.add_argument("--holdout", type=float, default=0.25, metavar="F",
                         help="fraction of each label's files held out to compare old and new head (default 0.25)")
-    enroll.add_argument("--seed", type=int, default=0, help="seed of the held-out split (default 0)")
+    enroll.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the augmentation (default 0)")
+    enroll.add_argument("--copies", type=int, default=None, metavar="N",
+                        help="augmented copies of each clip (speed, shift, gain, noise; default 4; 0: none)")
+    enroll.add_argument("--l2", type=float, default=None, metavar="X",
+                        help="a fixed L2 strength (default: chosen by cross-validation on your clips)")
     enroll.set_defaults(func=_cmd_enroll)
 
     evaluate = cmds.add_parser("evaluate", help="accuracy and confusion matrix on DIR/<label>/*.wav")
@@ -176,7 +180,11 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
     bundle, store, state_dir = _open_store(args)
     models = AudioModels(bundle, _provider_settings(args), state_dir=state_dir)
-    report = enroll(bundle, args.data, store, holdout_fraction=args.holdout, seed=args.seed, models=models)
+    from .enroll import DEFAULT_COPIES
+
+    copies = DEFAULT_COPIES if args.copies is None else args.copies
+    report = enroll(bundle, args.data, store, holdout_fraction=args.holdout, seed=args.seed, models=models,
+                    copies=copies, l2=args.l2)
     if args.json:
         _print_json(report.to_json())
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -35,40 +36,71 @@ class FolderEmbeddings:
         return len(self.labels)
 
 
-def embed_folder(models: AudioModels, data_dir: str | os.PathLike[str], *,
-                 batch_size: int = DEFAULT_BATCH) -> FolderEmbeddings:
-    """Embed every audio file under ``data_dir/<label>/``.
+@dataclass(frozen=True, eq=False)
+class FolderClips:
+    """``clips`` float32 [N, clip_samples] of the readable files, their ``labels`` and ``paths``
+    (N each), and the files ``skipped`` with the reason."""
 
-    Raises :class:`UsageError` when the folder holds no readable audio file at all.
+    clips: np.ndarray
+    labels: tuple[str, ...]
+    paths: tuple[str, ...]
+    skipped: tuple[SkippedFile, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _readable(data_dir: str | os.PathLike[str], rate_hz: int, clip_samples: int,
+              skipped: list[SkippedFile]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(label, path, clip float32 [clip_samples]) of each readable file; the others go to ``skipped``.
+
+    Raises :class:`UsageError` at the end when no file at all could be read.
     """
     listing = iter_labelled_folder(data_dir)
-    skipped = list(listing.skipped)
-    parts: list[np.ndarray] = []
-    labels: list[str] = []
-    paths: list[str] = []
-    clips: list[np.ndarray] = []
-
-    def flush() -> None:
-        if clips:
-            parts.append(models.embed_clips(np.stack(clips), batch_size=batch_size))
-            clips.clear()
-
+    skipped.extend(listing.skipped)
+    n_read = 0
     for label, path in listing:
         try:
-            clip = load_clip(path, models.rate_hz, models.clip_samples)
+            clip = load_clip(path, rate_hz, clip_samples)
         except AudioFileError as exc:
             log.warning("skipping %s", exc)
             skipped.append(SkippedFile(str(path), str(exc).removeprefix(f"{path}: ")))
             continue
-        clips.append(clip)
-        labels.append(label)
-        paths.append(str(path))
-        if len(clips) >= batch_size:
-            flush()
-    flush()
-    if not labels:
+        n_read += 1
+        yield label, str(path), clip
+    if not n_read:
         first = next(s for s in skipped if s.path in {str(p) for _, p in listing})
         raise UsageError(f"data folder {listing.root}: none of its {len(listing)} audio files could be read; "
                          f"the first: {first.path}: {first.reason}")
-    embeddings = np.concatenate(parts) if parts else np.zeros((0, models.embedding_size), np.float32)
-    return FolderEmbeddings(embeddings, tuple(labels), tuple(paths), tuple(skipped))
+
+
+def read_folder(data_dir: str | os.PathLike[str], rate_hz: int, clip_samples: int) -> FolderClips:
+    """Every audio file under ``data_dir/<label>/`` as one clip at ``rate_hz``, all in memory
+    (enrolment folders: a few clips per label)."""
+    skipped: list[SkippedFile] = []
+    rows = list(_readable(data_dir, rate_hz, clip_samples, skipped))
+    return FolderClips(np.stack([c for _, _, c in rows]), tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                       tuple(skipped))
+
+
+def embed_folder(models: AudioModels, data_dir: str | os.PathLike[str], *,
+                 batch_size: int = DEFAULT_BATCH) -> FolderEmbeddings:
+    """Embed every audio file under ``data_dir/<label>/``, ``batch_size`` clips in memory at a time.
+
+    Raises :class:`UsageError` when the folder holds no readable audio file at all.
+    """
+    skipped: list[SkippedFile] = []
+    parts: list[np.ndarray] = []
+    labels: list[str] = []
+    paths: list[str] = []
+    clips: list[np.ndarray] = []
+    for label, path, clip in _readable(data_dir, models.rate_hz, models.clip_samples, skipped):
+        clips.append(clip)
+        labels.append(label)
+        paths.append(path)
+        if len(clips) >= batch_size:
+            parts.append(models.embed_clips(np.stack(clips), batch_size=batch_size))
+            clips.clear()
+    if clips:
+        parts.append(models.embed_clips(np.stack(clips), batch_size=batch_size))
+    return FolderEmbeddings(np.concatenate(parts), tuple(labels), tuple(paths), tuple(skipped))

@@ -1,11 +1,21 @@
-"""On-device fine-tuning of the head from a folder of labelled recordings.
+"""On-device fine-tuning of a head from a folder of labelled recordings.
 
-:func:`enroll` embeds ``data_dir/<label>/*`` with the bundle's front-end and embedder, splits
-the samples per label into a fit part and a held-out part, refits the current head in NumPy
-(warm start, new labels allowed, the bundle's replay samples mixed in), and compares old and new
-head on the held-out samples -- the user's and a held-out share of the replay set, so forgetting
-shows. The new head is always saved as a new version; it becomes current only if it is not worse
-on those held-out samples.
+:func:`enroll` reads ``data_dir/<label>/*`` and splits the files per label into a fit part and
+a held-out part. The fit clips are augmented on the device (:mod:`.audio.augment`: speed, time
+shift, gain, noise; :data:`DEFAULT_COPIES` copies each) and embedded; for a backbone whose clip
+is several windows pooled by their mean (``speech_embedding``), every window is a fit sample and
+the clip is scored by its mean, which uses the embedding's time structure (each window a
+different view of the word) and measured best for few-clip enrolment
+(``benchmarks/study_enrollment.py``). The L2 strength is chosen by cross-validation on the fit
+clips, folds keeping a clip and its copies together (:mod:`.head_select`), on a grid around the
+strength the exporter chose for the bundle on its validation split. The refit is warm-started
+from the current head and anchored to it, with the bundle's replay samples mixed in, so what it
+knew is kept; new labels are allowed.
+
+Old and new head are compared on the held-out samples -- the user's and a held-out share of the
+replay set, so forgetting shows. The new head is always saved as a new version; it becomes
+current only if it is not worse there, and is then refitted on every file (held-out ones too)
+with the same settings: the version saved is that final head.
 """
 
 from __future__ import annotations
@@ -19,23 +29,34 @@ import numpy as np
 
 from edgetune.errors import UsageError
 
+from .audio.augment import augment_clips
 from .audio.io import SkippedFile
 from .audio.models import AudioModels
+from .audio.pooling import window_samples
 from .bundle import Bundle
-from .dataset import embed_folder
+from .dataset import read_folder
 from .evaluate import evaluate_embeddings
 from .head import DEFAULT_L2, DEFAULT_STEPS, Head, fit_head
+from .head_select import select_l2
 from .head_store import HeadStore
 from .runtime.providers import ProviderSettings
 
 log = logging.getLogger(__name__)
 
+#: Augmented copies of each enrolment clip (the study: 4 gave most of the gain of 8).
+DEFAULT_COPIES = 4
+#: The L2 grid, as factors of the bundle's own strength (the exporter's choice on its validation split).
+L2_FACTORS = (0.3, 1.0, 3.0)
+#: Cross-validation folds for that choice.
+CV_FOLDS = 3
+
 
 @dataclass(frozen=True)
 class EnrollReport:
-    """What an enrolment did. Accuracies are fractions 0..1 on held-out samples (``None`` when
-    there were none): ``accuracy_*`` on the user's files, ``replay_accuracy_*`` on held-out replay
-    samples, ``combined_accuracy_*`` on both (the promotion decision)."""
+    """What an enrolment did. Accuracies are balanced (the mean recall over the labels present),
+    fractions 0..1 on held-out samples (``None`` when there were none): ``accuracy_*`` on the
+    user's files, ``replay_accuracy_*`` on held-out replay samples, ``combined_accuracy_*`` on both
+    (the promotion decision)."""
 
     version: int
     parent_version: int
@@ -54,6 +75,10 @@ class EnrollReport:
     replay_accuracy_after: float | None
     combined_accuracy_before: float | None
     combined_accuracy_after: float | None
+    l2: float = DEFAULT_L2
+    l2_choice: str = ""
+    copies: int = 0
+    window_fit: bool = False
     per_label: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: tuple[SkippedFile, ...] = ()
 
@@ -78,7 +103,10 @@ class EnrollReport:
                  f"replay {self.n_replay_fit} fit / {self.n_replay_holdout} held out",
                  f"held-out accuracy, your files: {pct(self.accuracy_before)} -> {pct(self.accuracy_after)}; "
                  f"replay: {pct(self.replay_accuracy_before)} -> {pct(self.replay_accuracy_after)}; "
-                 f"both: {pct(self.combined_accuracy_before)} -> {pct(self.combined_accuracy_after)}"]
+                 f"both: {pct(self.combined_accuracy_before)} -> {pct(self.combined_accuracy_after)}",
+                 f"fit: {self.copies} augmented copies per clip, "
+                 f"{'every window a sample' if self.window_fit else 'one sample per clip'}, L2 {self.l2:g} "
+                 f"({self.l2_choice})"]
         lines += [f"skipped {s.path}: {s.reason}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -103,23 +131,52 @@ def stratified_split(labels: Sequence[str], holdout_fraction: float, seed: int) 
 
 
 def _accuracy(head: Head, emb: np.ndarray, labels: Sequence[str]) -> float | None:
-    return evaluate_embeddings(emb, labels, head).accuracy if len(labels) else None
+    """Balanced accuracy: the mean recall over the labels present, so that a word with two held-out
+    clips counts as much as a replayed word with twenty (None without samples)."""
+    if not len(labels):
+        return None
+    recall = evaluate_embeddings(emb, labels, head).per_class_recall
+    return float(np.mean([v for v in recall.values() if v is not None]))
+
+
+def _fit_samples(models: AudioModels, clips: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+                 window_fit: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit samples of ``clips``: (x [M, D], labels [M], groups [M], pooled clip embeddings [N, D])."""
+    sequences = models.clip_window_embeddings(clips)  # [N, n_windows, D]
+    pooled = models.pool(sequences)
+    if not window_fit:
+        return pooled, labels, groups, pooled
+    x, source = window_samples(sequences)
+    return x, labels[source], groups[source], pooled
+
+
+def _bundle_l2(bundle: Bundle) -> float:
+    """The L2 strength the exporter chose for this bundle's head (its metrics), else the default."""
+    value = bundle.manifest.metrics.get("l2")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 \
+        else DEFAULT_L2
 
 
 def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *, holdout_fraction: float = 0.25,
            seed: int = 0, models: AudioModels | None = None, providers: ProviderSettings | None = None,
-           l2: float = DEFAULT_L2, steps: int = DEFAULT_STEPS) -> EnrollReport:
+           copies: int = DEFAULT_COPIES, l2: float | None = None, steps: int = DEFAULT_STEPS) -> EnrollReport:
     """Refit the current head on ``data_dir/<label>/*`` and save it as a new version of ``store``.
 
-    Promoted (made current) only if its accuracy on the held-out samples (the user's and the
-    replay set's) is not lower than the current head's. Unreadable files are skipped and listed.
+    ``copies``: augmented copies per fit clip (0: none). ``l2``: a fixed strength instead of the
+    cross-validated choice. Promoted (made current) only if its accuracy on the held-out samples
+    (the user's and the replay set's) is not lower than the current head's. Unreadable files are
+    skipped and listed.
     """
     if store.bundle.content_id != bundle.content_id:
         raise UsageError(f"head store is for bundle content {store.bundle.content_id}, not {bundle.content_id}")
+    if not isinstance(copies, int) or isinstance(copies, bool) or not 0 <= copies <= 32:
+        raise UsageError(f"copies is {copies!r}; expected an integer in 0..32 (augmented copies per clip)")
     models = models if models is not None else AudioModels(bundle, providers)
-    data = embed_folder(models, data_dir)
+    data = read_folder(data_dir, models.rate_hz, models.clip_samples)
     parent = store.current_version
     old = store.head(parent)
+    spec = models.embedder_spec
+    window_fit = spec.n_windows > 1 and spec.pooling == "mean"
 
     fit, held = stratified_split(data.labels, holdout_fraction, seed)
     y = np.asarray(data.labels)
@@ -130,18 +187,37 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
     if replay is not None:
         r_emb, r_lab = replay.embeddings, np.asarray(replay.labels)
         r_fit, r_held = stratified_split(r_lab, holdout_fraction, seed + 1)
+    common = dict(init_weight=old.weight, init_bias=old.bias, init_labels=old.labels, anchor=True, steps=steps,
+                  replay=(r_emb[r_fit], r_lab[r_fit].tolist()) if r_fit.size else None)
 
-    weight, bias, labels = fit_head(
-        data.embeddings[fit], y[fit].tolist(), init_weight=old.weight, init_bias=old.bias, init_labels=old.labels,
-        replay=(r_emb[r_fit], r_lab[r_fit].tolist()) if r_fit.size else None, l2=l2, steps=steps)
+    def samples(idx: np.ndarray):
+        clips, groups = augment_clips(data.clips[idx], models.rate_hz, copies, seed)
+        return _fit_samples(models, clips, y[idx][groups], groups, window_fit)
+
+    x, x_lab, x_groups, pooled = samples(fit)
+    held_emb = models.embed_clips(data.clips[held]) if held.size else np.zeros((0, old.embedding_size), np.float32)
+    centre = _bundle_l2(bundle)
+    if l2 is not None:
+        chosen, how = float(l2), "given"
+    else:
+        n_orig = fit.size  # score the original clips (the first rows of the augmented set), pooled as at run time
+        try:
+            selection = select_l2(x, x_lab.tolist(), x_groups, grid=[centre * f for f in L2_FACTORS], seed=seed,
+                                  folds=CV_FOLDS,
+                                  score_on=(pooled[:n_orig], y[fit].tolist(), np.arange(n_orig)), **common)
+            chosen, how = selection.l2, f"cross-validated over {selection.folds} folds of your clips"
+            log.info("enrolment L2 by cross-validation:\n%s", selection.table())
+        except ValueError as exc:  # too few clips per label to cross-validate
+            chosen, how = centre, f"the bundle's ({exc})"
+    weight, bias, labels = fit_head(x, x_lab.tolist(), l2=chosen, **common)
     new = Head(weight, bias, labels)
 
     acc = {}
     for name, head in (("before", old), ("after", new)):
-        acc[f"accuracy_{name}"] = _accuracy(head, data.embeddings[held], y[held].tolist())
+        acc[f"accuracy_{name}"] = _accuracy(head, held_emb, y[held].tolist())
         acc[f"replay_accuracy_{name}"] = _accuracy(head, r_emb[r_held], r_lab[r_held].tolist())
         acc[f"combined_accuracy_{name}"] = _accuracy(
-            head, np.concatenate([data.embeddings[held], r_emb[r_held]]), y[held].tolist() + r_lab[r_held].tolist())
+            head, np.concatenate([held_emb, r_emb[r_held]]), y[held].tolist() + r_lab[r_held].tolist())
     before, after = acc["combined_accuracy_before"], acc["combined_accuracy_after"]
     if before is None or after is None:
         promoted, reason = False, "no held-out samples to compare on (give each label at least 2 files)"
@@ -149,17 +225,24 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
         promoted, reason = True, f"held-out accuracy {before:.3f} -> {after:.3f}, not worse"
     else:
         promoted, reason = False, f"held-out accuracy would drop {before:.3f} -> {after:.3f}"
+    if promoted and held.size:  # the checked recipe, refitted on every file
+        every = np.arange(len(data))
+        x_all, lab_all, _, _ = samples(every)
+        weight, bias, labels = fit_head(x_all, lab_all.tolist(), l2=chosen, **common)
+        new = Head(weight, bias, labels)
+        reason += "; refitted on all files"
 
     per_label = {lab: {"fit": int((y[fit] == lab).sum()), "held_out": int((y[held] == lab).sum())}
                  for lab in sorted(set(data.labels))}
     new_labels = tuple(lab for lab in labels if lab not in old.labels)
-    entry = store.add(new, parent=parent, n_samples=int(fit.size + r_fit.size),
-                      accuracy_before=acc["combined_accuracy_before"], accuracy_after=acc["combined_accuracy_after"],
-                      promote=promoted, details={"per_label": per_label, "new_labels": list(new_labels),
-                                                 "reason": reason, **acc})
+    details = {"per_label": per_label, "new_labels": list(new_labels), "reason": reason, "l2": chosen,
+               "l2_choice": how, "copies": copies, "window_fit": window_fit, **acc}
+    entry = store.add(new, parent=parent, n_samples=int((len(data) if promoted else fit.size) + r_fit.size),
+                      accuracy_before=before, accuracy_after=after, promote=promoted, details=details)
     report = EnrollReport(version=entry.version, parent_version=parent, promoted=promoted, reason=reason,
                           labels=labels, new_labels=new_labels, n_files=len(data), n_fit=int(fit.size),
                           n_holdout=int(held.size), n_replay_fit=int(r_fit.size), n_replay_holdout=int(r_held.size),
+                          l2=chosen, l2_choice=how, copies=copies, window_fit=window_fit,
                           per_label=per_label, skipped=data.skipped, **acc)
     log.info("enrolment: %s", report.reason)
     return report

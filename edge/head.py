@@ -172,26 +172,36 @@ def fit_head(
     onehot = np.zeros((n, c))
     onehot[np.arange(n), y] = 1.0
 
+    # Solved in standardised coordinates z = (x - mu) / scale, where L-BFGS converges several times
+    # faster on embeddings far from centred (speech_embedding's spread is about 16 per dimension):
+    # logits = z @ v.T + a with w = v / scale and b = a - mu @ w.T, penalty l2/2 ||w - prior||^2 =
+    # (l2 / scale^2)/2 ||v - prior * scale||^2. The optimum is the same; only the path is shorter.
+    mu = (weights[:, None] * x).sum(axis=0)
+    scale = float(np.sqrt((weights[:, None] * (x - mu) ** 2).sum(axis=0).mean())) or 1.0
+    z = (x - mu) / scale
+    l2_z, prior_z = l2 / scale ** 2, prior * scale
+
     def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w = theta[: c * d].reshape(c, d)
-        b = theta[c * d:]
-        logits = x @ w.T + b  # (N, D) @ (D, C) -> (N, C)
+        v = theta[: c * d].reshape(c, d)
+        a = theta[c * d:]
+        logits = z @ v.T + a  # (N, D) @ (D, C) -> (N, C)
         logits -= logits.max(axis=1, keepdims=True)
         log_z = np.log(np.exp(logits).sum(axis=1, keepdims=True))
         log_p = logits - log_z
-        shift = w - prior
-        loss = -(weights * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2 * (shift * shift).sum()
+        shift = v - prior_z
+        loss = -(weights * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2_z * (shift * shift).sum()
         resid = (np.exp(log_p) - onehot) * weights[:, None]  # (N, C)
-        gw = resid.T @ x + l2 * shift  # (C, N) @ (N, D) -> (C, D)
-        gb = resid.sum(axis=0)
-        return float(loss), np.concatenate([gw.ravel(), gb])
+        gv = resid.T @ z + l2_z * shift  # (C, N) @ (N, D) -> (C, D)
+        ga = resid.sum(axis=0)
+        return float(loss), np.concatenate([gv.ravel(), ga])
 
-    theta0 = np.concatenate([w0.ravel(), b0])
+    theta0 = np.concatenate([(w0 * scale).ravel(), b0 + w0 @ mu])
     theta, iters, final = _lbfgs(loss_grad, theta0, steps)
     log.debug("fit_head: %d samples, %d classes, %d L-BFGS steps, loss %.5f", n, c, iters, final)
-    w = theta[: c * d].reshape(c, d).astype(np.float32)
-    b = theta[c * d:].astype(np.float32)
-    return w, b, out_labels
+    v = theta[: c * d].reshape(c, d)
+    w = v / scale
+    b = theta[c * d:] - w @ mu
+    return w.astype(np.float32), b.astype(np.float32), out_labels
 
 
 def _init_new_rows(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, n_old: int) -> None:

@@ -7,7 +7,7 @@ are made of whole *groups* (a source clip with all its augmented copies, see
 :func:`edge.audio.augment.augment_clips`), so an augmented copy never validates its own original,
 and each fold holds the groups of every label in turn (stratified), so no label is missing from
 a fit. The grid is walked from the largest ``l2`` down, each fit warm-started from the previous
-one, which cuts the L-BFGS steps.
+one, which cuts the L-BFGS steps (not for an anchored fit, whose starting head is its anchor).
 
 The choice: the highest cross-validated accuracy; among grid values within :data:`ACCURACY_TIE`
 of it, the lowest cross-validated log-loss (the accuracy of a few clips moves in coarse steps
@@ -187,7 +187,8 @@ def select_l2(embeddings: np.ndarray, labels: Sequence[str], groups: np.ndarray,
         kwargs = dict(fit_kwargs)
         for i in order:
             w, b, out_labels = fit_head(x[train], names_arr[train].tolist(), l2=values[i], **kwargs)
-            kwargs.update(init_weight=w, init_bias=b, init_labels=out_labels)
+            if not fit_kwargs.get("anchor"):  # an anchored fit must keep its own starting head as the anchor
+                kwargs.update(init_weight=w, init_bias=b, init_labels=out_labels)
             proba = predict_proba(sx[test], w, b).astype(np.float64)
             index = {name: j for j, name in enumerate(out_labels)}
             # a label absent from this fold's fit (possible with groups of several labels) is never predicted

@@ -44,13 +44,16 @@ def test_enroll_evaluate_heads_and_rollback(bundle_dir, state_dir, labelled_fold
     assert main(["edge", "enroll", "--data", str(labelled_folder), *common]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["version"] == 1 and report["new_labels"] == ["whistle"]
+    assert report["promoted"] and report["accuracy_after"] == 1.0  # the tones are learnt (test_edge_enroll)
     assert any(s["path"].endswith("broken.wav") for s in report["skipped"])
 
     assert main(["edge", "heads", *common]) == 0
     heads = json.loads(capsys.readouterr().out)
     assert [v["version"] for v in heads["versions"]] == [0, 1]
-    assert heads["current"] == (1 if report["promoted"] else 0)
+    assert heads["current"] == 1
 
+    assert main(["edge", "heads", "--rollback", "0", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["current"] == 0
     assert main(["edge", "heads", "--rollback", "1", *common]) == 0
     assert json.loads(capsys.readouterr().out)["current"] == 1
     assert main(["edge", "evaluate", "--data", str(labelled_folder), *common]) == 0

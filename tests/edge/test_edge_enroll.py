@@ -13,17 +13,49 @@ def store(bundle, tmp_path):
     return HeadStore(bundle, tmp_path / "state")
 
 
-def test_enroll_adds_a_new_label_and_saves_a_version(bundle, models, store, labelled_folder):
+def test_enroll_learns_a_new_label_and_the_promoted_head_becomes_current(bundle, models, store, labelled_folder):
+    # Execute: 8 readable files: 4 'yes' (low tones), 3 'whistle' (high tones) at 16 kHz and 1 at
+    # 44.1 kHz stereo (resampled, mixed down); the bundle's (random) head knows no 'whistle'.
     report = enroll(bundle, labelled_folder, store, models=models)
-    # 8 readable files: 4 'yes', 3 'whistle' at 16 kHz and 1 at 44.1 kHz stereo (resampled, mixed down).
+    # Assert: the held-out files go from wrong to right, so the refit is promoted and is current.
     assert report.n_files == 8 and report.n_fit == 6 and report.n_holdout == 2
     assert report.per_label == {"whistle": {"fit": 3, "held_out": 1}, "yes": {"fit": 3, "held_out": 1}}
     assert report.new_labels == ("whistle",) and report.labels == bundle.head.labels + ("whistle",)
     assert report.version == 1 and report.parent_version == 0
-    assert report.accuracy_before == 0.0  # the bundle's head cannot say 'whistle', nor (random) 'yes' here
-    assert report.promoted == (report.combined_accuracy_after >= report.combined_accuracy_before)
+    assert report.accuracy_before == 0.0 and report.accuracy_after == 1.0
+    assert report.promoted and report.combined_accuracy_after > report.combined_accuracy_before
+    assert store.current_version == 1
+    assert store.head().predict(models.embed_clips(_held_out_clips(labelled_folder, models))) == ["yes", "whistle"]
     saved = {v.version: v for v in store.versions()}[1]
-    assert saved.labels == report.labels and saved.n_samples == report.n_fit + report.n_replay_fit
+    # Promoted: refitted on every file (8) beside the replay samples it used.
+    assert saved.labels == report.labels and saved.n_samples == report.n_files + report.n_replay_fit
+
+
+def _held_out_clips(folder, models):
+    from edgetune.edge.audio.io import load_clip
+
+    return np.stack([load_clip(folder / "yes" / "yes_3.wav", 16000, models.clip_samples),
+                     load_clip(folder / "whistle" / "w_2.wav", 16000, models.clip_samples)])
+
+
+def test_a_refit_that_changes_nothing_ties_and_is_promoted(bundle, models, store, labelled_folder, monkeypatch):
+    # Prepare: a fake refit that returns the current head as it is (every label it had, no new one).
+    def unchanged(embeddings, labels, **kwargs):
+        return np.asarray(kwargs["init_weight"]), np.asarray(kwargs["init_bias"]), tuple(kwargs["init_labels"])
+
+    monkeypatch.setattr(enroll_module, "fit_head", unchanged)
+    # Execute
+    report = enroll(bundle, labelled_folder, store, models=models, l2=1.0)
+    # Assert: the same accuracy before and after is "not worse": promoted, and current.
+    assert report.combined_accuracy_after == report.combined_accuracy_before
+    assert report.promoted and store.current_version == 1
+
+
+def test_augmentation_and_the_l2_choice_are_reported(bundle, models, store, labelled_folder):
+    report = enroll(bundle, labelled_folder, store, models=models, copies=2)
+    assert report.copies == 2 and not report.window_fit  # the DS-CNN reads its clip in one window
+    assert report.l2_choice.startswith("cross-validated") or report.l2_choice.startswith("the bundle's")
+    assert "augmented copies per clip" in report.render()
 
 
 def test_unreadable_files_are_reported_by_name_and_skipped(bundle, models, store, labelled_folder):

@@ -8,11 +8,20 @@ from edgetune.edge.evaluate import evaluate_embeddings, evaluate_folder
 from edgetune.edge.head import Head
 
 
-def test_evaluate_folder_json_shape(bundle, models, labelled_folder):
-    head = bundle.head
+def test_evaluate_folder_counts_what_a_known_head_gets_right(bundle, models, labelled_folder):
+    # Prepare: a head whose bias makes 'yes' win every clip (weights zero): it is right on exactly
+    # the 4 readable 'yes' files and wrong on the 4 'whistle' ones.
+    labels = bundle.head.labels
+    bias = np.where(np.array(labels) == "yes", 10.0, 0.0)
+    head = Head(np.zeros_like(bundle.head.weight), bias, labels)
+    # Execute
     result = evaluate_folder(bundle, labelled_folder, head.weight, head.bias, head.labels, models=models)
     data = json.loads(json.dumps(result.to_json()))
-    assert 0.0 <= data["accuracy"] <= 1.0 and data["n"] == 8
+    # Assert
+    assert data["accuracy"] == 0.5 and data["n"] == 8
+    assert data["per_class_recall"] == {"yes": 1.0, "whistle": 0.0}
+    yes = list(labels).index("yes")
+    assert np.array(data["confusion"])[:, yes].tolist() == [4, 4]
     assert data["labels"] == list(head.labels)
     # Rows are the labels the data has; 'whistle' is in the data, not the head: a row, never a column.
     assert data["row_labels"] == ["yes", "whistle"]

@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     """One small run (4 words, 8 training voices, 3 held-out test voices), baselines included."""
     out = tmp_path_factory.mktemp("transfer")
     small = TrainConfig.small(words=WORDS, seed=0)
-    config = TransferConfig(data=small.data, n_windows=9, pooling="seg3",
+    config = TransferConfig(data=small.data, n_windows=9, pooling="mean",
                             ds_cnn=TrainConfig(channels=32, n_blocks=3, epochs=6, batch_size=32, baselines=False))
     return config, train_transfer_bundle(out / "bundle", config, progress=False)
 
