@@ -114,13 +114,22 @@ def _accuracy(weight: np.ndarray, bias: np.ndarray, labels: tuple[str, ...], x: 
 
 def choose_l2(train_x: np.ndarray, train_y: list[str], val_x: np.ndarray, val_y: list[str],
               grid: tuple[float, ...]) -> tuple[float, dict[str, float]]:
-    """The L2 strength of ``grid`` with the best validation accuracy (the larger one on a tie)."""
+    """The strongest L2 of ``grid`` whose validation accuracy is within one standard error of the best.
+
+    The one-standard-error rule: among strengths the validation split cannot tell apart, the
+    simplest head. It matters when the target differs from the training data: in
+    ``benchmarks/study_enrollment.py`` a head trained on synthetic phrases scored 67% on the real
+    clips with the weakest L2 and 79-83% with 0.1-1, while the synthetic validation split barely
+    moved.
+    """
     table = {}
     for l2 in grid:
         weight, bias, labels = _fit(train_x, train_y, l2)
         table[f"{l2:g}"] = _accuracy(weight, bias, labels, val_x, val_y)
-    best = max(grid, key=lambda v: (table[f"{v:g}"], v))
-    return best, table
+    best = max(table.values())
+    se = float(np.sqrt(best * (1.0 - best) / max(1, len(val_y))))
+    chosen = max(v for v in grid if table[f"{v:g}"] >= best - se)
+    return chosen, table
 
 
 def learning_curve(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: list[str], l2: float,
@@ -188,7 +197,8 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
     np.add.at(confusion, (test_y, pred), 1)
     metrics: dict[str, Any] = {
         "task": splits.task,
-        "recipe": f"feature-based transfer: frozen {config.backbone}, linear head (L2 {l2:g} chosen on val)",
+        "recipe": f"feature-based transfer: frozen {config.backbone}, linear head (L2 {l2:g}: the strongest "
+                  "within one standard error of the best on the validation split)",
         "test": {"accuracy": float(np.mean(pred == test_y)), "n": int(test_y.size), **splits.test_info,
                  "per_class_accuracy": {n: float(np.mean(pred[test_y == i] == i)) for i, n in enumerate(names)
                                         if np.any(test_y == i)},
