@@ -2,13 +2,14 @@
 
 :class:`Device` is what ``edgetune edge run`` and ``edgetune demo`` both run::
 
-    device = Device.from_config(config)          # verifies the bundle, opens source and models
+    device = Device.from_config(config)          # verifies the bundle, opens sources and models
     with device:
         summaries = device.run()                 # until the source ends or device.stop()
 
-It builds one pipeline per configured source (today the ``[audio]`` source; a camera brings its
-own source, preprocessor and postprocessor and joins here), the named heads of that modality
-from their versioned stores, and the sinks: extra sinks given by the caller, then telemetry when
+It builds one pipeline per modality of the bundle, each by its modality's builder
+(:data:`BUILDERS`: today ``audio``, from the ``[audio]`` section; a camera brings its own source,
+preprocessor and postprocessor and one line here), the named heads of that modality from their
+versioned stores, and the sinks: extra sinks given by the caller, then telemetry when
 ``[mqtt] host`` is set. While running, it looks for head versions that changed beside it (an
 ``edge enroll`` or ``edge heads --rollback``) and swaps them in, and tells the server in the
 retained status.
@@ -17,18 +18,17 @@ retained status.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from edgetune.contract import ContractError
 
-from .audio.detect import DetectorSettings
 from .bundle import Bundle, load_bundle
 from .config import DaemonConfig
 from .head import Head
 from .head_store import HeadStore
-from .pipeline.heads import ActiveHead, HeadSet
 from .pipeline.loop import LoopSettings, RunSummary, run_pipeline
 from .pipeline.stages import Pipeline
 from .runtime.providers import ProviderSettings
@@ -58,36 +58,52 @@ class _Watched:
     seen: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, eq=False)
+class Context:
+    """What a modality's builder gets: the config, the state folder, the bundle, the providers,
+    and sessions the caller already opened (``models``: the audio ones, or None)."""
+
+    config: DaemonConfig
+    state_dir: Path
+    bundle: Bundle
+    providers: ProviderSettings
+    raw_rate_hz: int | None = None
+    models: object | None = None
+
+
+def _audio(ctx: Context) -> Pipeline:
+    from .audio.pipeline import from_config
+
+    return from_config(ctx)
+
+
+#: modality -> its pipeline builder (a camera joins with ``"image": _image``).
+BUILDERS = {"audio": _audio}
+
+
 class Device:
     """The device daemon: pipelines built from ``config``, reporting to ``sinks`` and telemetry."""
 
     def __init__(self, config: DaemonConfig, *, raw_rate_hz: int | None = None, sinks: Sequence[Sink] = (),
                  models=None) -> None:
-        from .audio.models import AudioModels
-        from .audio.pipeline import audio_pipeline
-        from .audio.sources import open_source
-
         self.config = config
         self.state_dir = resolve_state_dir(config.state_dir)
         self.bundle = load_bundle(config.bundle, state_dir=self.state_dir)
         manifest = self.bundle.manifest
-        if manifest.audio is None:
-            raise ContractError(f"bundle {self.bundle.bundle_id} has modalities {list(manifest.modalities)}; this "
-                                "device runs audio pipelines (a camera pipeline comes with the image path)")
-        stores = head_stores(self.bundle, self.state_dir, "audio")
-        if not stores:
-            raise ContractError(f"bundle {self.bundle.bundle_id} has no head on the audio embedding; heads are "
-                                f"{[(h.name, h.input) for h in manifest.heads]}")
-        # The source first: a wrong URI is reported before the models load.
-        source = open_source(config.audio.source, manifest.audio.sample_rate_hz, raw_rate_hz=raw_rate_hz)
-        self.models = models if models is not None else AudioModels(self.bundle, provider_settings(config),
-                                                                     state_dir=self.state_dir)
-        heads = HeadSet([ActiveHead(name, s.head(s.current_version), s.current_version) for name, s in stores.items()])
-        a = config.audio
-        detector = DetectorSettings(threshold=a.threshold, smoothing_hops=a.smoothing_hops,
-                                    refractory_s=None if a.refractory_ms is None else a.refractory_ms / 1000.0)
-        pipeline = audio_pipeline(self.bundle, self.models, source, heads, hop_ms=a.hop_ms, detector=detector)
-        self._watched = [_Watched(pipeline, stores, heads.versions())]
+        unsupported = [m for m in manifest.modalities if m not in BUILDERS]
+        if unsupported or manifest.fusion.kind != "none":
+            raise ContractError(f"bundle {self.bundle.bundle_id} has modalities {list(manifest.modalities)} and "
+                                f"fusion {manifest.fusion.kind!r}; this device runs {sorted(BUILDERS)} pipelines "
+                                "without fusion (camera pipelines and fusion come with the image path)")
+        ctx = Context(config, self.state_dir, self.bundle, provider_settings(config), raw_rate_hz, models)
+        self._watched = []
+        for modality in manifest.modalities:
+            stores = head_stores(self.bundle, self.state_dir, modality)
+            if not stores:
+                raise ContractError(f"bundle {self.bundle.bundle_id} has no head on the {modality} embedding; "
+                                    f"heads are {[(h.name, h.input) for h in manifest.heads]}")
+            pipeline = BUILDERS[modality](ctx)
+            self._watched.append(_Watched(pipeline, stores, pipeline.heads.versions()))
         self.telemetry = None
         if config.mqtt.enabled:
             from .telemetry.publisher import Telemetry
@@ -135,10 +151,32 @@ class Device:
         return updates
 
     def run(self) -> list[RunSummary]:
-        """Run every pipeline until its source ends (a file) or :meth:`stop` closes it."""
+        """Run every pipeline until its source ends (a file) or :meth:`stop` closes it; several
+        pipelines (a microphone and a camera) run side by side, one thread each."""
         settings = LoopSettings(metrics_interval_s=self.config.metrics.interval_s)
         sink = FanoutSink(*self.sinks)
-        return [run_pipeline(w.pipeline, sink, settings, head_updates=self._head_updates(w)) for w in self._watched]
+        if len(self._watched) == 1:
+            w = self._watched[0]
+            return [run_pipeline(w.pipeline, sink, settings, head_updates=self._head_updates(w))]
+        results: dict[int, RunSummary] = {}
+        failures: list[BaseException] = []
+
+        def one(i: int, w: _Watched) -> None:
+            try:
+                results[i] = run_pipeline(w.pipeline, sink, settings, head_updates=self._head_updates(w))
+            except BaseException as exc:  # re-raised in the caller's thread, after the others stop
+                failures.append(exc)
+                self.stop()
+
+        threads = [threading.Thread(target=one, args=(i, w), name=f"pipeline-{w.pipeline.name}", daemon=True)
+                   for i, w in enumerate(self._watched)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+        return [results[i] for i in range(len(self._watched))]
 
     def stop(self) -> None:
         """Close every source (from a signal handler or another thread); :meth:`run` then returns."""
