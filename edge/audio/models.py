@@ -282,17 +282,6 @@ class AudioModels:
         return np.concatenate(parts) if parts else np.zeros((0, self.embedder_spec.n_windows, width), np.float32)
 
     def embed_clips(self, clips: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-        """Whole clips float32 [B, clip_samples] -> embeddings float32 [B, embedding_size].
-
-        Zero look-back samples go before each clip, as in the stream's first window.
-        """
-        clips = np.asarray(clips, dtype=np.float32)
-        if clips.ndim != 2 or clips.shape[1] != self.clip_samples:
-            raise ValueError(f"clips have shape {clips.shape}; expected [B, {self.clip_samples}]")
-        lookback = self.params.lookback_samples
-        out = np.empty((clips.shape[0], self.embedding_size), dtype=np.float32)
-        for start in range(0, clips.shape[0], batch_size):
-            part = clips[start:start + batch_size]
-            pcm = np.concatenate([np.zeros((part.shape[0], lookback), dtype=np.float32), part], axis=1)
-            out[start:start + part.shape[0]] = self.embed_features(self.features(pcm))
-        return out
+        """Whole clips float32 [B, clip_samples] -> embeddings float32 [B, embedding_size]: the
+        pooled :meth:`clip_window_embeddings`."""
+        return self.pool(self.clip_window_embeddings(clips, batch_size))
