@@ -71,13 +71,14 @@ class Context:
     models: object | None = None
 
 
-def _audio(ctx: Context) -> Pipeline:
+def _audio(ctx: Context, stores: dict[str, HeadStore]) -> Pipeline:
     from .audio.pipeline import from_config
 
-    return from_config(ctx)
+    return from_config(ctx, stores)
 
 
-#: modality -> its pipeline builder (a camera joins with ``"image": _image``).
+#: modality -> its pipeline builder, called with the context and the stores of the modality's heads
+#: (a camera joins with ``"image": _image``).
 BUILDERS = {"audio": _audio}
 
 
@@ -102,7 +103,7 @@ class Device:
             if not stores:
                 raise ContractError(f"bundle {self.bundle.bundle_id} has no head on the {modality} embedding; "
                                     f"heads are {[(h.name, h.input) for h in manifest.heads]}")
-            pipeline = BUILDERS[modality](ctx)
+            pipeline = BUILDERS[modality](ctx, stores)
             self._watched.append(_Watched(pipeline, stores, pipeline.heads.versions()))
         self.telemetry = None
         if config.mqtt.enabled:

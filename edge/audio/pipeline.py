@@ -34,11 +34,11 @@ def default_hop_ms(models: AudioModels) -> float:
     return 1000.0 * n * step / models.rate_hz
 
 
-def from_config(ctx) -> Pipeline:
+def from_config(ctx, stores) -> Pipeline:
     """The daemon's audio pipeline (``edge/wiring.py`` :class:`~edgetune.edge.wiring.Context`):
     the ``[audio]`` section's source, the bundle's audio models, and the current version of each
-    audio head. The source is opened first, so a wrong URI is reported before the models load."""
-    from ..head_store import HeadStore
+    audio head from ``stores`` (head name -> its store). The source is opened first, so a wrong URI
+    is reported before the models load."""
     from ..pipeline.heads import ActiveHead
     from .sources import open_source
 
@@ -46,10 +46,9 @@ def from_config(ctx) -> Pipeline:
     source = open_source(a.source, bundle.manifest.audio.sample_rate_hz, raw_rate_hz=ctx.raw_rate_hz)
     models = ctx.models if ctx.models is not None else AudioModels(bundle, ctx.providers, state_dir=ctx.state_dir)
     active = []
-    for spec in bundle.manifest.heads_on("audio"):
-        store = HeadStore(bundle, ctx.state_dir, spec.name)
+    for name, store in stores.items():
         version = store.current_version
-        active.append(ActiveHead(spec.name, store.head(version), version))
+        active.append(ActiveHead(name, store.head(version), version))
     detector = DetectorSettings(threshold=a.threshold, smoothing_hops=a.smoothing_hops,
                                 refractory_s=None if a.refractory_ms is None else a.refractory_ms / 1000.0)
     return audio_pipeline(bundle, models, source, HeadSet(active), hop_ms=a.hop_ms, detector=detector)

@@ -46,6 +46,6 @@ def test_two_pipelines_run_side_by_side_and_each_reports(bundle_dir, tmp_path, t
 
 
 def test_a_bundle_with_a_modality_the_device_cannot_run_is_refused(bundle_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(wiring, "BUILDERS", {"image": lambda ctx: None})
+    monkeypatch.setattr(wiring, "BUILDERS", {"image": lambda ctx, stores: None})
     with pytest.raises(ContractError, match=r"this device runs \['image'\] pipelines"):
         wiring.Device.from_config(_config(bundle_dir, tmp_path, "wav:x.wav"))
