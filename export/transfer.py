@@ -13,7 +13,6 @@ and the DS-CNN trained from scratch -- and gives a learning curve over training 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -153,7 +152,7 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
 
     Data: synthesised speech (``config.data``) or ``data_dir``, a folder per label
     (:func:`~edgetune.export.train.load_splits`). Beside the bundle, ``<out_dir>.work/`` receives
-    ``test/<label>/*.wav``, the test clips.
+    ``backbone/`` (the graphs the clips were embedded with) and ``test/<label>/*.wav``, the test clips.
     """
     from edgetune.edge.audio.models import AudioModels
     from edgetune.edge.runtime.providers import ProviderSettings
@@ -169,13 +168,15 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
     spec = config.audio_spec()
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgetune-backbone-") as tmp:
-        writer = speech_embedding_graphs(spec)
-        writer(Path(tmp))
-        # The workstation embeds with every core (0: ONNX Runtime decides); the device uses one per stream.
-        models = AudioModels.from_files(spec, Path(tmp), ProviderSettings(providers=("cpu",), intra_op_threads=0))
-        emb = {name: _embed(models, clips.audio, f"embedding {name}", progress)
-               for name, clips in splits.sets.items()}
+    work_dir = out_dir.with_name(out_dir.name + ".work")
+    # The graphs are built once, beside the bundle: the training clips are embedded with them, and
+    # the bundle gets copies of the very same files.
+    graphs = speech_embedding_graphs(spec, parity_pcm=splits.sets["test"].audio[:4])
+    graphs.write(work_dir / "backbone")
+    # The workstation embeds with every core (0: ONNX Runtime decides); the device uses one per stream.
+    models = AudioModels.from_files(spec, work_dir / "backbone", ProviderSettings(providers=("cpu",),
+                                                                                  intra_op_threads=0))
+    emb = {name: _embed(models, clips.audio, f"embedding {name}", progress) for name, clips in splits.sets.items()}
     timings["embed_s"] = time.perf_counter() - start
     y = {name: clips.labels for name, clips in splits.sets.items()}
     y_names = {name: [names[i] for i in labels] for name, labels in y.items()}
@@ -220,22 +221,19 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
     chosen = np.concatenate([rng.permutation(np.flatnonzero(y["train"] == c))[:config.replay_per_class]
                              for c in np.unique(y["train"])])
     start = time.perf_counter()
-    work_dir = out_dir.with_name(out_dir.name + ".work")
     test_dir = work_dir / "test"
     if test_dir.exists():
         import shutil
 
         shutil.rmtree(test_dir)
     _write_test_clips(splits.sets["test"], test_dir, config.data.sample_rate_hz)
-    backbone = writer.provenance
     manifest = write_bundle(
-        out_dir, bundle_id=config.bundle_id, bundle_version=config.bundle_version, audio=spec,
-        write_graphs=speech_embedding_graphs(spec, parity_pcm=splits.sets["test"].audio[:4]),
+        out_dir, bundle_id=config.bundle_id, bundle_version=config.bundle_version, audio=spec, write_graphs=graphs,
         heads=[HeadArrays(KEYWORD_HEAD, names, weight, bias, replay_embeddings=emb["train"][chosen],
                           replay_labels=y["train"][chosen])],
         metrics=metrics,
         provenance={"code": _code_version(), "data": dict(splits.description), "config": config.to_json(),
-                    "backbones": [backbone], "recipe": metrics["recipe"]},
+                    "backbones": [graphs.provenance], "recipe": metrics["recipe"]},
         overwrite=overwrite)
     timings["export_s"] = time.perf_counter() - start
     return TrainResult(manifest=manifest, bundle_dir=out_dir, metrics=metrics, checkpoint=None,

@@ -14,6 +14,7 @@ call from a zero state, against the window graph on each window.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -122,24 +123,40 @@ def _stream_parity(stream, window, features: np.ndarray, spec: AudioSpec) -> dic
 
 class SpeechEmbeddingGraphs:
     """A graph writer (``export/bundle.py``): the rewritten graphs, their parity, and their
-    provenance (available as :attr:`provenance` once written)."""
+    provenance (available as :attr:`provenance` once written).
 
-    def __init__(self, spec: AudioSpec, parity_pcm: np.ndarray | None = None) -> None:
+    :meth:`write` builds the graphs into a folder (the exporter embeds its training data with
+    them); a writer made with ``source_dir`` then copies those files into the bundle instead of
+    building them again.
+    """
+
+    def __init__(self, spec: AudioSpec, parity_pcm: np.ndarray | None = None, source_dir: Path | None = None) -> None:
         self.spec = spec
         self.parity_pcm = parity_pcm
+        self.source_dir = source_dir
         self.provenance: dict[str, Any] = {}
 
-    def __call__(self, staging: Path) -> dict[str, dict[str, Any]]:
+    def write(self, directory: Path) -> dict[str, Any]:
+        """Build the graphs into ``directory``; returns (and keeps) their provenance."""
         from ..backbones import backbone
 
-        files = se.write_graphs(staging)
+        files = se.write_graphs(directory)
         stream = self.spec.embedder_stream_graph
         if stream is not None:
             name = stream.file("fp32")
-            ses.write_stream_graph(staging / tensors.AUDIO_EMBEDDER_FILE, staging / name)
-            files[name] = {**files[tensors.AUDIO_EMBEDDER_FILE], "sha256": se.sha256_file(staging / name),
+            ses.write_stream_graph(directory / tensors.AUDIO_EMBEDDER_FILE, directory / name)
+            files[name] = {**files[tensors.AUDIO_EMBEDDER_FILE], "sha256": se.sha256_file(directory / name),
                            "rewrite": ses.REWRITE}
         self.provenance = backbone("speech_embedding").provenance(files=files)
+        self.source_dir = Path(directory)
+        return self.provenance
+
+    def __call__(self, staging: Path) -> dict[str, dict[str, Any]]:
+        if self.source_dir is None:
+            self.write(staging)
+        else:
+            for name in self.spec.files:
+                shutil.copyfile(self.source_dir / name, staging / name)
         clips = self.parity_pcm
         if clips is None:
             from ..onnx_export import parity_signal
