@@ -337,7 +337,8 @@ def main() -> None:
     from edgetune.export.audio.speech_embedding_export import audio_spec, speech_embedding_graphs
     from edgetune.export.bundle import KEYWORD_HEAD, HeadArrays, write_bundle
 
-    from tests.support.bundles import make_bundle
+    from tests.support.bundles import device_trust, make_bundle, signing_key
+    from edgetune.export.signing import sign_bundle
 
     wall_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="edgetune-bench-speech-"))
@@ -350,10 +351,11 @@ def main() -> None:
         write_bundle(tmp / "speech", bundle_id="bench-speech", bundle_version="0.0.0", audio=spec,
                      write_graphs=speech_embedding_graphs(spec),
                      heads=[HeadArrays(KEYWORD_HEAD, labels, weight.astype(np.float32), np.zeros(len(labels)))])
-        speech = load_bundle(tmp / "speech")
+        sign_bundle(tmp / "speech", signing_key())
+        speech = load_bundle(tmp / "speech", trust=device_trust())
         speech_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        dscnn = load_bundle(make_bundle(tmp / "dscnn"))
+        dscnn = load_bundle(make_bundle(tmp / "dscnn"), trust=device_trust())
         dscnn_s = time.perf_counter() - t0
         one_thread = ProviderSettings(providers=("cpu",), intra_op_threads=1)
         models, ds_models = AudioModels(speech, one_thread), AudioModels(dscnn, one_thread)

@@ -121,12 +121,12 @@ def main() -> None:
     from edgetune.edge.runtime.providers import ProviderSettings
     from edgetune.edge.sinks import CollectingSink
 
-    from tests.support.bundles import make_bundle
+    from tests.support.bundles import device_trust, make_bundle
 
     tmp = Path(tempfile.mkdtemp(prefix="edgetune-bench-stream-"))
     try:
         t0 = time.perf_counter()
-        bundle = load_bundle(make_bundle(tmp / "bundle"))
+        bundle = load_bundle(make_bundle(tmp / "bundle"), trust=device_trust())
         setup_s = time.perf_counter() - t0
         # Two thread settings: ONNX Runtime's default intra-op pool (0) and one thread per session
         # (the daemon's default).

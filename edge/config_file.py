@@ -69,6 +69,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str) and node[keys[-1]].strip():
             node[keys[-1]] = str(base / Path(node[keys[-1]]).expanduser())
+    keys = data.get("trusted_keys")
+    if isinstance(keys, list):  # key files, relative to the config file; inline keys stay as they are
+        data["trusted_keys"] = [str(base / Path(k).expanduser()) if isinstance(k, str) and k.strip()
+                                and not k.strip().startswith("ed25519:") else k for k in keys]
 
 
 def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

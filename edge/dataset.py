@@ -3,6 +3,12 @@
 Every file is read as one clip (:func:`~edgetune.edge.audio.io.load_clip`) and embedded with the
 bundle's front-end and embedder on the whole clip, in batches. A file that cannot be used is
 skipped and reported by name; it never stops the rest.
+
+Memory is bounded on any folder: a file longer than
+:data:`~edgetune.edge.audio.io.MAX_CLIP_FILE_S` seconds is skipped from its header, without
+being decoded; :func:`embed_folder` holds one batch of clips at a time (and the embeddings);
+:func:`read_folder`, which holds every clip for enrolment, takes at most
+:data:`MAX_ENROLL_FILES` files.
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ import numpy as np
 
 from edgetune.errors import UsageError
 
-from .audio.io import AudioFileError, SkippedFile, iter_labelled_folder, load_clip
+from .audio.io import AudioFileError, LabelledFiles, SkippedFile, iter_labelled_folder, load_clip
 from .audio.models import DEFAULT_BATCH, AudioModels
 
 log = logging.getLogger(__name__)
+
+#: The most files :func:`read_folder` reads (enrolment: a few clips per label; each clip is
+#: held in memory, with its augmented copies). About 130 MB of one-second 16 kHz clips.
+MAX_ENROLL_FILES = 2000
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,12 +61,13 @@ class FolderClips:
 
 
 def _readable(data_dir: str | os.PathLike[str], rate_hz: int, clip_samples: int,
-              skipped: list[SkippedFile]) -> Iterator[tuple[str, str, np.ndarray]]:
+              skipped: list[SkippedFile], listing: LabelledFiles | None = None
+              ) -> Iterator[tuple[str, str, np.ndarray]]:
     """(label, path, clip float32 [clip_samples]) of each readable file; the others go to ``skipped``.
 
     Raises :class:`UsageError` at the end when no file at all could be read.
     """
-    listing = iter_labelled_folder(data_dir)
+    listing = listing if listing is not None else iter_labelled_folder(data_dir)
     skipped.extend(listing.skipped)
     n_read = 0
     for label, path in listing:
@@ -74,11 +85,18 @@ def _readable(data_dir: str | os.PathLike[str], rate_hz: int, clip_samples: int,
                          f"the first: {first.path}: {first.reason}")
 
 
-def read_folder(data_dir: str | os.PathLike[str], rate_hz: int, clip_samples: int) -> FolderClips:
+def read_folder(data_dir: str | os.PathLike[str], rate_hz: int, clip_samples: int, *,
+                max_files: int = MAX_ENROLL_FILES) -> FolderClips:
     """Every audio file under ``data_dir/<label>/`` as one clip at ``rate_hz``, all in memory
-    (enrolment folders: a few clips per label)."""
+    (enrolment folders: a few clips per label). A folder of more than ``max_files`` audio files
+    is refused with :class:`UsageError` before any is read."""
+    listing = iter_labelled_folder(data_dir)
+    if len(listing) > max_files:
+        raise UsageError(f"data folder {data_dir} holds {len(listing)} audio files; enrolment reads at most "
+                         f"{max_files} (every clip is held in memory; a few per label are enough): enrol from a "
+                         "smaller folder")
     skipped: list[SkippedFile] = []
-    rows = list(_readable(data_dir, rate_hz, clip_samples, skipped))
+    rows = list(_readable(data_dir, rate_hz, clip_samples, skipped, listing))
     return FolderClips(np.stack([c for _, _, c in rows]), tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                        tuple(skipped))
 

@@ -33,6 +33,7 @@ from .backbones import ds_cnn_provenance
 from .audio.frontend import MfccFrontend
 from .audio.model import DsCnn, DsCnnConfig, KeywordModel, save_checkpoint
 from .bundle import KEYWORD_HEAD, HeadArrays, check_bundle_target, write_bundle
+from .signing import sign_bundle
 from .onnx_export import torch_audio_graphs
 from .data.speech import ClipSet, SpeechDataConfig, synthesize_splits
 
@@ -357,6 +358,7 @@ def _train_and_export(out_dir: Path, splits: Mapping[str, ClipSet], label_names:
                         "backbones": [ds_cnn_provenance()],
                         "recipe": "source model trained from scratch (DS-CNN, AdamW, best epoch on val split)"},
             overwrite=overwrite)
+        sign_bundle(out_dir)  # the exporter's key (export/signing.py), created on first use
         timings["export_s"] = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads_before)

@@ -23,6 +23,7 @@ import numpy as np
 from edgetune.contract.manifest import AudioSpec
 
 from .bundle import KEYWORD_HEAD, HeadArrays, check_bundle_target, write_bundle
+from .signing import sign_bundle
 from .data.speech import SpeechDataConfig
 from .train import TrainConfig, TrainResult, _code_version, _write_test_clips, load_splits
 
@@ -235,6 +236,7 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
         provenance={"code": _code_version(), "data": dict(splits.description), "config": config.to_json(),
                     "backbones": [graphs.provenance], "recipe": metrics["recipe"]},
         overwrite=overwrite)
+    sign_bundle(out_dir)  # the exporter's key (export/signing.py), created on first use
     timings["export_s"] = time.perf_counter() - start
     return TrainResult(manifest=manifest, bundle_dir=out_dir, metrics=metrics, checkpoint=None,
                        test_data_dir=test_dir, timings_s={k: round(v, 2) for k, v in timings.items()})

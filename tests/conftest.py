@@ -1,4 +1,5 @@
-"""Fixtures every test folder shares: a real Mosquitto broker of the test's own."""
+"""Fixtures every test folder shares: a real Mosquitto broker of the test's own, and the test
+signing key (``support/bundles.py``) as the exporter's key and the device CLIs' trusted key."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from typing import Iterator
 import pytest
 
 from support.broker import require_mosquitto
+from support.bundles import install_test_signing_key
 
 from edgetune.localbroker import LocalBroker
+
+# Bundles are signed: the exporter (in this process and the CLIs it starts) signs with the fixed
+# test key, and the device CLIs trust it. No test touches the user's own signing key.
+install_test_signing_key()
 
 
 @pytest.fixture

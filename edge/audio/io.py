@@ -8,6 +8,14 @@ A clip is exactly ``clip_samples`` long (:func:`fit_clip`): a shorter recording 
 zeros; a longer one gives the ``clip_samples`` window with the most energy, so the word in a
 long recording is kept and the silence around it dropped. Training and evaluation should use
 the same rule (:func:`load_clip`) so the device sees clips the way the head was fitted on them.
+
+Memory stays bounded whatever the file: samples are read :data:`READ_BLOCK_FRAMES` frames at a
+time and mixed to mono as they come, and a clip file (enrolment, evaluation, training from a
+folder) may be at most :data:`MAX_CLIP_FILE_S` seconds long. A longer file is refused from its
+header alone, before any sample is decoded (:class:`AudioTooLongError`, naming the limit); the
+folder readers skip it and list it with that reason. A two-hour recording is not one example of
+a label: cut it into clips of a few seconds (``sox long.wav clip.wav trim 0 2 : newfile :
+restart``). ``edge run`` streams files of any length (:mod:`.sources`).
 """
 
 from __future__ import annotations
@@ -34,8 +42,18 @@ _PLACEHOLDER_LENGTHS = {0, 0x7FFFFFFF, 0xFFFFFFFF, 0x7FFFF000}
 _WAV_DATA_MISMATCH = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+#: The longest file read as one clip, in seconds (enrolment, evaluation, training from a folder).
+MAX_CLIP_FILE_S = 60.0
+#: Frames decoded at a time: while reading, memory holds this many frames of every channel.
+READ_BLOCK_FRAMES = 1 << 16
+
+
 class AudioFileError(UsageError):
     """An audio file cannot be used. The message names the file and the reason."""
+
+
+class AudioTooLongError(AudioFileError):
+    """A file is longer than the limit its reader takes (:data:`MAX_CLIP_FILE_S` for a clip)."""
 
 
 def import_soundfile():
@@ -64,8 +82,18 @@ def to_mono(frames: np.ndarray) -> np.ndarray:
     return frames[:, 0].copy() if frames.shape[1] == 1 else frames.mean(axis=1, dtype=np.float32)
 
 
-def read_audio(path: str | os.PathLike[str], rate_hz: int) -> np.ndarray:
+def _too_long(path: Path, seconds: float, limit_s: float) -> AudioTooLongError:
+    return AudioTooLongError(f"{path}: {seconds:.1f} s long; a clip file may be at most {limit_s:g} s (one clip is "
+                             "taken from each file): cut it into clips of a few seconds")
+
+
+def read_audio(path: str | os.PathLike[str], rate_hz: int, *, max_duration_s: float | None = None) -> np.ndarray:
     """The whole file as float32 [N] mono samples in [-1, 1] at ``rate_hz``.
+
+    Decoded :data:`READ_BLOCK_FRAMES` frames at a time, each block mixed to mono at once, so
+    memory holds the mono samples and one block, never the file's channels. ``max_duration_s``:
+    refuse a longer file (:class:`AudioTooLongError`) from its header, before decoding anything
+    (and stop, should the header understate the length).
 
     Raises :class:`AudioFileError` naming the file when it is missing, unreadable, truncated,
     empty or holds NaN/Inf samples.
@@ -74,23 +102,38 @@ def read_audio(path: str | os.PathLike[str], rate_hz: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"{path}: no such file")
+    blocks: list[np.ndarray] = []
+    n_read = bad = 0
     try:
         with sf.SoundFile(str(path)) as fh:
             declared = fh.frames
             file_rate = int(fh.samplerate)
             _check_wav_length(path, fh)
-            frames = fh.read(dtype="float32", always_2d=True)
+            limit_frames = None if max_duration_s is None else int(max_duration_s * file_rate)
+            if limit_frames is not None and declared > limit_frames:
+                raise _too_long(path, declared / file_rate, max_duration_s)
+            while True:
+                frames = fh.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if frames.shape[0] == 0:
+                    break
+                n_read += frames.shape[0]
+                if limit_frames is not None and n_read > limit_frames:
+                    raise _too_long(path, n_read / file_rate, max_duration_s)
+                finite = np.isfinite(frames)
+                if not finite.all():
+                    bad += int((~finite).sum())
+                    continue
+                blocks.append(to_mono(frames))
     except sf.SoundFileError as exc:
         reason = str(exc).replace(f"Error opening {str(path)!r}: ", "") or "libsndfile could not decode it"
         raise AudioFileError(f"{path}: unreadable or truncated audio ({reason})") from None
-    if frames.shape[0] < declared:
-        raise AudioFileError(f"{path}: truncated: header declares {declared} frames, only {frames.shape[0]} read")
-    if frames.shape[0] == 0:
+    if n_read < declared:
+        raise AudioFileError(f"{path}: truncated: header declares {declared} frames, only {n_read} read")
+    if n_read == 0:
         raise AudioFileError(f"{path}: empty (no samples)")
-    if not np.isfinite(frames).all():
-        bad = int((~np.isfinite(frames)).sum())
+    if bad:
         raise AudioFileError(f"{path}: {bad} samples are NaN or Inf")
-    mono = resample(to_mono(frames), file_rate, rate_hz)
+    mono = resample(blocks[0] if len(blocks) == 1 else np.concatenate(blocks), file_rate, rate_hz)
     return np.clip(mono, -1.0, 1.0, out=mono)
 
 
@@ -122,9 +165,14 @@ def fit_clip(samples: np.ndarray, clip_samples: int) -> np.ndarray:
     return x[start:start + clip_samples].copy()
 
 
-def load_clip(path: str | os.PathLike[str], rate_hz: int, clip_samples: int) -> np.ndarray:
-    """One clip float32 [clip_samples] from an audio file, at ``rate_hz`` (see :func:`fit_clip`)."""
-    return fit_clip(read_audio(path, rate_hz), clip_samples)
+def load_clip(path: str | os.PathLike[str], rate_hz: int, clip_samples: int, *,
+              max_duration_s: float = MAX_CLIP_FILE_S) -> np.ndarray:
+    """One clip float32 [clip_samples] from an audio file, at ``rate_hz`` (see :func:`fit_clip`).
+
+    A file longer than ``max_duration_s`` seconds is refused with :class:`AudioTooLongError`
+    before it is decoded, so memory is bounded by the limit, not by the file.
+    """
+    return fit_clip(read_audio(path, rate_hz, max_duration_s=max_duration_s), clip_samples)
 
 
 @dataclass(frozen=True)

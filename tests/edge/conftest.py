@@ -38,8 +38,9 @@ def bundle_dir(_session_bundle, tmp_path) -> Path:
 def bundle(_session_bundle):
     """The loaded session bundle; do not modify its directory."""
     from edgetune.edge.bundle import load_bundle
+    from support.bundles import device_trust
 
-    return load_bundle(_session_bundle)
+    return load_bundle(_session_bundle, trust=device_trust())
 
 
 @pytest.fixture(scope="session")

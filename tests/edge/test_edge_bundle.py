@@ -8,10 +8,13 @@ import pytest
 from edgetune.edge.bundle import load_bundle
 from edgetune.contract import IntegrityError
 from edgetune.errors import UsageError
+from support.bundles import device_trust
+
+TRUST = device_trust()
 
 
 def test_a_bundle_loads_with_its_head_and_replay(bundle_dir):
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, trust=TRUST)
     assert bundle.head.labels == bundle.manifest.head().labels
     assert bundle.head.weight.shape == (len(bundle.head.labels), bundle.manifest.audio.embedding_size)
     assert bundle.replay is not None and set(bundle.replay.labels) <= set(bundle.head.labels)
@@ -34,23 +37,23 @@ def test_a_flipped_byte_in_any_file_is_refused_naming_the_file(bundle_dir, index
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=name.replace(".", r"\.")):
-        load_bundle(bundle_dir)
+        load_bundle(bundle_dir, trust=TRUST)
 
 
 def test_content_id_changes_with_the_bundle(bundle_dir, tmp_path):
     from support.bundles import make_bundle
 
     other = make_bundle(tmp_path / "other", seed=1)
-    assert load_bundle(bundle_dir).content_id != load_bundle(other).content_id
+    assert load_bundle(bundle_dir, trust=TRUST).content_id != load_bundle(other, trust=TRUST).content_id
 
 
 def test_a_missing_bundle_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
-        load_bundle(tmp_path / "nope")
+        load_bundle(tmp_path / "nope", trust=TRUST)
 
 
 def test_head_matches_the_npz(bundle_dir):
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, trust=TRUST)
     with np.load(bundle_dir / "head_keywords.npz") as head:
         np.testing.assert_array_equal(bundle.head.weight, head["weight"])
 
@@ -61,10 +64,10 @@ def test_a_tar_bundle_is_unpacked_once_and_verified(bundle_dir, tmp_path):
     archive = tmp_path / "bundle.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(bundle_dir, arcname="random")
-    first = load_bundle(archive, state_dir=tmp_path / "state")
-    second = load_bundle(archive, state_dir=tmp_path / "state")
+    first = load_bundle(archive, state_dir=tmp_path / "state", trust=TRUST)
+    second = load_bundle(archive, state_dir=tmp_path / "state", trust=TRUST)
     assert first.directory == second.directory and first.directory.parent == (tmp_path / "state" / "bundles").resolve()
-    assert first.content_id == load_bundle(bundle_dir).content_id
+    assert first.content_id == load_bundle(bundle_dir, trust=TRUST).content_id
 
 
 def test_a_tar_with_a_path_outside_is_refused(tmp_path):
@@ -79,5 +82,5 @@ def test_a_tar_with_a_path_outside_is_refused(tmp_path):
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
     with pytest.raises(ContractError, match="not allowed"):
-        load_bundle(archive, state_dir=tmp_path / "state")
+        load_bundle(archive, state_dir=tmp_path / "state", trust=TRUST)
     assert not (tmp_path / "outside.txt").exists()

@@ -21,13 +21,13 @@ pytest.importorskip("openwakeword", reason="the speech_embedding graphs come fro
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    from support.bundles import make_speech_bundle
+    from support.bundles import device_trust, make_speech_bundle
 
     from edgetune.edge.audio.models import AudioModels
     from edgetune.edge.bundle import load_bundle
     from edgetune.edge.runtime.providers import ProviderSettings
 
-    bundle = load_bundle(make_speech_bundle(tmp_path_factory.mktemp("speech") / "b"))
+    bundle = load_bundle(make_speech_bundle(tmp_path_factory.mktemp("speech") / "b"), trust=device_trust())
     return bundle, AudioModels(bundle, ProviderSettings(providers=("cpu",), intra_op_threads=1))
 
 

@@ -15,6 +15,7 @@ import pytest
 from support.telemetry import wait_for
 
 from edgetune.edge.bundle import load_bundle
+from support.bundles import device_trust
 from edgetune.edge.head import Head
 from edgetune.edge.head_store import HeadStore
 
@@ -43,10 +44,12 @@ def _tone_pcm(seconds: float) -> bytes:
     return (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
 
 
-def test_a_head_promoted_by_another_process_is_used_and_announced(bundle_dir, tmp_path, broker, subscribe):
-    # Prepare: the store already has v1 (always 'yes'); the daemon reads raw PCM from a pipe we feed.
+def test_a_head_promoted_by_another_process_is_used_and_announced(bundle_dir, tmp_path, broker, subscribe, serve):
+    # Prepare: the store already has v1 (always 'yes'); the daemon reads raw PCM from a pipe we feed;
+    # the server's ingest acknowledges what it sends (else the daemon would send it again).
+    serve(broker)
     state = tmp_path / "state"
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, trust=device_trust())
     store = HeadStore(bundle, state)
     store.add(_always(bundle, "yes"), parent=0, n_samples=1, accuracy_before=None, accuracy_after=None, promote=True)
     sub = subscribe(broker, DEVICE)

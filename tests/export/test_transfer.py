@@ -56,11 +56,12 @@ def test_the_device_measures_exactly_what_the_exporter_reported(run):
     # The host embeds with the device's own code on the same graphs: edge evaluate on the
     # written test clips must reproduce the exporter's test accuracy to the clip.
     from edgetune.edge.bundle import load_bundle
+    from support.bundles import device_trust
     from edgetune.edge.evaluate import evaluate_folder
     from edgetune.edge.runtime.providers import ProviderSettings
 
     _, result = run
-    bundle = load_bundle(result.bundle_dir)
+    bundle = load_bundle(result.bundle_dir, trust=device_trust())  # the exporter's key is the test key
     head = bundle.head
     got = evaluate_folder(bundle, result.test_data_dir, head.weight, head.bias, head.labels,
                           providers=ProviderSettings(providers=("cpu",)))

@@ -12,11 +12,18 @@ something.
 
 Needs the ``export`` extra (torch, onnx). Each argument set is exported once per test process
 into a private temporary directory and then copied to ``out_dir``, so a test may change its copy.
+
+Every bundle is signed with :func:`signing_key` (a fixed test key); :func:`device_trust` is the
+device's trust policy for it. :func:`install_test_signing_key` (called by ``tests/conftest.py``)
+makes that key the exporter's key (``$EDGETUNE_KEY_DIR``) and the CLI's trusted key
+(``$EDGETUNE_TRUSTED_KEYS``) for the test process and the subprocesses it starts, so no test
+reads or creates a key in the user's home.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +33,49 @@ import numpy as np
 DEFAULT_LABELS = ("_background_", "yes", "no", "zero", "one")
 _REPLAY_PER_CLASS = 4
 _CACHE: dict[tuple, Path] = {}
+#: The test key's seed: fixed, so that every test process has the same key (never use it elsewhere).
+_TEST_KEY_SEED = bytes(range(32))
+
+
+def signing_key():
+    """The fixed Ed25519 key the test bundles are signed with (an ``export.signing.SigningKey``)."""
+    from edgetune.export.signing import SigningKey
+
+    return SigningKey.from_seed(_TEST_KEY_SEED)
+
+
+def public_key_text() -> str:
+    """The test key's public key as ``ed25519:<base64>`` (what a config's trusted_keys holds)."""
+    from edgetune.contract.signing import PublicKey
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return PublicKey.from_cryptography(ed25519.Ed25519PrivateKey.from_private_bytes(_TEST_KEY_SEED)).to_text()
+
+
+def device_trust(*, allow_unsigned: bool = False):
+    """A device's trust policy that trusts the test key."""
+    from edgetune.contract.signing import TrustPolicy
+
+    return TrustPolicy.of([public_key_text()], allow_unsigned=allow_unsigned)
+
+
+def install_test_signing_key() -> None:
+    """Make the test key the exporter's key and the CLI's trusted key, in ``os.environ``."""
+    try:
+        key = signing_key()
+    except ImportError:  # no cryptography: the tests that sign are skipped with their extra
+        return
+    key_dir = Path(tempfile.mkdtemp(prefix="edgetune-test-keys-"))
+    atexit.register(shutil.rmtree, key_dir, ignore_errors=True)
+    key.save(key_dir)
+    os.environ["EDGETUNE_KEY_DIR"] = str(key_dir)
+    os.environ["EDGETUNE_TRUSTED_KEYS"] = public_key_text()
+
+
+def _sign(bundle_dir: Path) -> None:
+    from edgetune.export.signing import sign_bundle
+
+    sign_bundle(bundle_dir, signing_key())
 
 
 def make_bundle(out_dir: Path, *, labels: tuple[str, ...] = DEFAULT_LABELS, trained: bool = False,
@@ -100,6 +150,7 @@ def _make_random(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
         metrics={"note": "random weights: no accuracy claimed"},
         provenance={"made_by": "tests.support.bundles.make_bundle", "trained": False, "seed": seed},
     )
+    _sign(out_dir)
 
 
 def _make_trained(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
@@ -109,6 +160,7 @@ def _make_trained(out_dir: Path, labels: tuple[str, ...], seed: int) -> None:
         raise ValueError(f"labels {labels!r}: a trained bundle's labels are '_background_' then the keywords")
     config = TrainConfig.small(words=labels[1:], seed=seed)
     train_keyword_bundle(out_dir, config, progress=False)
+    _sign(out_dir)
 
 
 def make_speech_bundle(out_dir: Path, *, labels: tuple[str, ...] = DEFAULT_LABELS, n_windows: int = 3,
@@ -135,6 +187,7 @@ def make_speech_bundle(out_dir: Path, *, labels: tuple[str, ...] = DEFAULT_LABEL
                      heads=[HeadArrays(KEYWORD_HEAD, labels, weight, np.zeros(len(labels), np.float32))],
                      metrics={"note": "random head: no accuracy claimed"},
                      provenance={"made_by": "tests.support.bundles.make_speech_bundle", "seed": seed})
+        _sign(cached)
         _CACHE[key] = cached
     shutil.copytree(cached, out_dir, dirs_exist_ok=True)
     return out_dir
