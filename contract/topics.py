@@ -5,6 +5,7 @@
     edgetune/v1/<device>/metrics   latency percentiles, fps, real-time factor, provider, memory
     edgetune/v1/<device>/heads     a locally fine-tuned head, for aggregation
     edgetune/v1/<device>/cmd       server -> device
+    edgetune/v1/<device>/ack       server -> device: which of its sequence numbers are stored
     edgetune/v1/fleet/head         server -> devices, retained, signed
 """
 
@@ -17,16 +18,19 @@ from .errors import ContractError
 PREFIX = "edgetune/v1"
 DEVICE_KINDS = ("status", "events", "metrics", "heads")
 FLEET_HEAD = f"{PREFIX}/fleet/head"
+#: Topic kinds the server writes under a device's subtree (the device reads them).
+SERVER_KINDS = ("cmd", "ack")
 #: The share group every server instance joins, so several instances split the load.
 SHARE_GROUP = "edgetune-server"
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Matched whole (``fullmatch``, ``\A…\Z``): with ``match`` and ``$``, "jetson-07\n" would pass.
+_DEVICE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _RESERVED_IDS = {"fleet"}
 
 
 def check_device_id(device_id: str) -> str:
     """Return ``device_id`` if it can be a topic level; raise :class:`ContractError` otherwise."""
-    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id) or device_id in _RESERVED_IDS:
+    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id) or device_id in _RESERVED_IDS:
         raise ContractError(
             f"device id {device_id!r} is not allowed; expected 1-64 characters of letters, digits, '_', '.', '-', "
             "starting with a letter or digit, and not 'fleet' (for example 'jetson-orin-07')"
@@ -35,9 +39,9 @@ def check_device_id(device_id: str) -> str:
 
 
 def device_topic(device_id: str, kind: str) -> str:
-    """``edgetune/v1/<device>/<kind>`` for kind in status, events, metrics, heads, cmd."""
-    if kind not in DEVICE_KINDS + ("cmd",):
-        raise ContractError(f"topic kind {kind!r} is unknown; expected one of {DEVICE_KINDS + ('cmd',)}")
+    """``edgetune/v1/<device>/<kind>`` for kind in status, events, metrics, heads, cmd, ack."""
+    if kind not in DEVICE_KINDS + SERVER_KINDS:
+        raise ContractError(f"topic kind {kind!r} is unknown; expected one of {DEVICE_KINDS + SERVER_KINDS}")
     return f"{PREFIX}/{check_device_id(device_id)}/{kind}"
 
 

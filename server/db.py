@@ -83,12 +83,23 @@ CREATE TABLE IF NOT EXISTS devices (
     last_event_label   {text},
     last_event_score   {real}
 );
+CREATE TABLE IF NOT EXISTS expected_wills (
+    device       {text} NOT NULL,
+    seq          {int64} NOT NULL,
+    PRIMARY KEY (device, seq)
+);
 CREATE TABLE IF NOT EXISTS rejects (
     reason       {text} PRIMARY KEY,
     count        {int64} NOT NULL,
     last_at      {real} NOT NULL,
     last_topic   {text} NOT NULL,
     last_error   {text} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS head_shapes (
+    bundle_id      {text} NOT NULL,
+    head           {text} NOT NULL,
+    embedding_dim  {int64} NOT NULL,
+    PRIMARY KEY (bundle_id, head)
 );
 """
 

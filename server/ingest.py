@@ -2,19 +2,41 @@
 
 Delivery guarantees, with paho-mqtt 2.x, MQTT v5 and QoS 1:
 
-- A persistent session (fixed client id, ``clean_start=False``, a session expiry) makes the
-  broker queue messages while the server is down and deliver them when it comes back.
+- End to end: after each database commit the server publishes, per device, an acknowledgement
+  on ``edgetune/v1/<device>/ack`` naming every sequence number of the batch it now holds (new,
+  duplicate, or refused for good; :mod:`edgetune.contract.acks`). The device deletes a message
+  from its outbox only then, and sends again what is not acknowledged. So what a broker loses (a
+  crash, a restart without its persistence file, a moment with no subscriber) or what a dying
+  server instance took with it is not lost: the device still has it.
+- Messages are stored in batches: everything delivered since the last commit (up to
+  ``batch_max``) goes in one transaction, one fsync (see :meth:`Store.batch`).
+- With plain subscriptions a persistent session (fixed client id, ``clean_start=False``, a
+  session expiry) makes the broker queue messages while the server is down. With shared
+  subscriptions (several instances splitting the load) the session is not kept by default
+  (``session_expiry_s`` 0): a member that dies leaves the group at once, so the others get its
+  share within seconds instead of it waiting in the dead member's session; what was in flight to
+  it comes back from the devices.
 - A message is acknowledged (PUBACK) only once it is committed to the database, or once it is
-  known to be invalid. If the database refuses the write, the message is retried in place with
-  a growing delay (counted in ``store_errors``, logged at ERROR) and is never acknowledged before
-  it is stored; if the server stops meanwhile, the broker still holds it for the next session.
-  Blocking the network loop is deliberate: nothing else could be stored either, and the
-  broker queues what arrives meanwhile.
+  known to be invalid. If the database refuses the write, the batch is retried whole with a
+  growing delay (counted in ``store_errors``, logged at ERROR; the counters roll back with it) and
+  nothing in it is acknowledged before it is stored; if the server stops meanwhile, the broker
+  (persistent session) or the devices (end to end) send it again. Holding the batch is
+  deliberate: nothing else could be stored either, and the broker stops sending once its
+  in-flight window to us is full.
 - Each (device, seq) is stored once (see :class:`~edgetune.server.store.Store`), so the
   redeliveries that follow reconnections are harmless: they are counted as duplicates.
+- Sequence numbers are contiguous per device: every ``gap_check_interval_s`` the devices heard
+  from are checked, and one whose stored numbers have holes is logged (WARNING) with how many are
+  missing; the count is in the API (``missing``) and in :class:`IngestCounters`.
+- Reconnecting to the broker waits ``reconnect_min_delay_s``, doubling up to
+  ``reconnect_max_delay_s`` (a few seconds), each wait drawn between half and all of it.
 - An invalid message (bad topic, oversized, not UTF-8 JSON, wrong schema, device or type not
-  matching its topic) is counted by reason, logged at WARNING with its topic (at most one line
-  per reason every ``reject_log_interval_s``), acknowledged and never stored.
+  matching its topic, a head whose embedding size is not its bundle's) is counted by reason, in
+  this process and in the database's ``rejects`` table alike, logged at WARNING with its topic
+  (at most one line per reason every ``reject_log_interval_s``), acknowledged and never stored.
+  Validation is total (any payload gives a message or a reason); should a bug still raise, the
+  message is counted as ``internal_error`` the same way, and its traceback logged at most once
+  per interval.
 
 Device topics are read through an MQTT v5 shared subscription (``$share/edgetune-server/…``) so
 that several server instances split the load; ``status`` is read through a plain subscription by
@@ -26,6 +48,8 @@ device's state.
 from __future__ import annotations
 
 import logging
+import queue
+import random
 import re
 import socket
 import threading
@@ -33,16 +57,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from edgetune.contract import messages, topics
+from edgetune.contract import acks, messages, topics
 from edgetune.contract.errors import ContractError
 from edgetune.errors import UsageError
 
-from .store import Outcome, Store, StoreError
+from .store import HeadShapeError, Outcome, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 #: Why a message was refused; the keys of ``IngestCounters.rejected``.
-REASONS = ("topic", "oversized", "not_json", "schema", "device_mismatch", "type_mismatch", "internal_error")
+REASONS = ("topic", "oversized", "not_json", "schema", "device_mismatch", "type_mismatch", "head_shape",
+           "internal_error")
 #: The broker is asked (MQTT v5 Maximum Packet Size) never to send us packets larger than this, in
 #: bytes: payloads up to it are refused and counted as ``oversized``; larger ones are dropped by
 #: the broker before they cost us memory.
@@ -79,21 +104,41 @@ class IngestConfig:
     #: Fixed, so that the broker keeps our session (and queues messages) across restarts. Two
     #: server instances on one broker need two ids. ``None``: :func:`default_client_id`.
     client_id: str | None = None
-    #: MQTT v5 shared subscriptions, so that several instances split the load. Off by default:
-    #: Mosquitto 2.0.11 does not restore shared subscriptions from its persistence file, so after
-    #: a broker restart what devices publish before the servers reconnect is lost (measured in
-    #: tests/test_end_to_end.py); plain subscriptions of a persistent session survive it.
+    #: MQTT v5 shared subscriptions, so that several instances split the load (and one that dies
+    #: leaves the group at once: see ``session_expiry_s``). Off by default: one instance with a
+    #: persistent session has the broker queue what arrives while it is away. Mosquitto 2.0.11 does
+    #: not restore shared subscriptions from its persistence file; what a restart drops because of
+    #: it, the devices send again (end-to-end acknowledgement).
     shared: bool = False
     keepalive_s: int = 30
     #: How long the broker keeps our session (and queues QoS 1 messages) while we are away.
-    session_expiry_s: int = 7 * 24 * 3600
-    reconnect_min_delay_s: int = 1
-    reconnect_max_delay_s: int = 30
+    #: ``None``: a week with plain subscriptions, 0 (no session kept) with shared ones, so that
+    #: a dead member's share goes to the living at once (see the module docstring).
+    session_expiry_s: int | None = None
+    #: First and longest wait before reconnecting to the broker (each drawn with jitter).
+    reconnect_min_delay_s: float = 0.5
+    reconnect_max_delay_s: float = 4.0
+    #: Most messages stored in one transaction.
+    batch_max: int = 500
+    #: How often the devices heard from are checked for missing sequence numbers.
+    gap_check_interval_s: float = 10.0
     #: First and largest delay between attempts to store a message the database refused.
     store_retry_s: float = 0.5
     store_retry_max_s: float = 10.0
     #: At most one WARNING per reject reason (and one ERROR for store failures) per this many seconds.
     reject_log_interval_s: float = 10.0
+    #: Broker user name; ``None`` connects anonymously. The ACL in ``deploy/broker/acl`` grants
+    #: the user ``edgetune-server`` read on every device's telemetry and write on cmd/ack/fleet head.
+    username: str | None = None
+    #: That user's password (the CLI reads it from a file, never from its command line).
+    password: str | None = field(default=None, repr=False)
+    #: TLS to the broker. ``tls_ca_file``: PEM of the CA that signed the broker's certificate
+    #: (None: the system's CAs); ``tls_cert_file``/``tls_key_file``: a client certificate, for
+    #: brokers that require one. Any of the files turns TLS on.
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -102,9 +147,13 @@ class IngestConfig:
             raise UsageError(f"broker port is {self.port}; expected 1-65535 (MQTT's default is 1883)")
         if self.client_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.client_id):
             raise UsageError(f"client id {self.client_id!r} is not allowed; expected 1-64 letters, digits, '_', '.', '-'")
-        for name in ("keepalive_s", "session_expiry_s", "reconnect_min_delay_s", "reconnect_max_delay_s"):
+        for name in ("keepalive_s", "reconnect_min_delay_s", "reconnect_max_delay_s", "batch_max",
+                     "gap_check_interval_s"):
             if getattr(self, name) <= 0:
-                raise UsageError(f"{name} is {getattr(self, name)}; expected an integer > 0")
+                raise UsageError(f"{name} is {getattr(self, name)}; expected a number > 0")
+        if self.session_expiry_s is not None and not 0 <= self.session_expiry_s < 2**32:
+            raise UsageError(f"session_expiry_s is {self.session_expiry_s}; expected 0 to 2**32 - 1 seconds, "
+                             "or None for the default")
         if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
             raise UsageError(f"reconnect_max_delay_s ({self.reconnect_max_delay_s}) is below "
                              f"reconnect_min_delay_s ({self.reconnect_min_delay_s})")
@@ -113,10 +162,29 @@ class IngestConfig:
                              "expected 0 < store_retry_s <= store_retry_max_s")
         if self.reject_log_interval_s < 0:
             raise UsageError(f"reject_log_interval_s is {self.reject_log_interval_s}; expected >= 0")
+        if self.username is not None and not 0 < len(self.username) <= 256:
+            raise UsageError(f"broker user name {self.username!r} is not allowed; expected 1-256 characters")
+        if self.password is not None and self.username is None:
+            raise UsageError("a broker password is set without a user name; expected both (or neither)")
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise UsageError(f"TLS key file {self.tls_key_file!r} is set without a certificate file; "
+                             "expected tls_cert_file too")
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection to the broker is TLS (``tls`` or any TLS file set)."""
+        return self.tls or any(f is not None for f in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file))
 
     @property
     def resolved_client_id(self) -> str:
         return self.client_id or default_client_id()
+
+    @property
+    def resolved_session_expiry_s(self) -> int:
+        """``session_expiry_s``, or its default: 0 with shared subscriptions, a week without."""
+        if self.session_expiry_s is not None:
+            return self.session_expiry_s
+        return 0 if self.shared else 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -139,6 +207,13 @@ class IngestCounters:
     store_failing: bool = False
     #: Connected to the broker with our subscriptions in place.
     subscribed: bool = False
+    #: End-to-end acknowledgements published to devices.
+    acks_sent: int = 0
+    #: Batches committed (each one transaction).
+    batches: int = 0
+    #: Sequence numbers missing (not stored) between first and last, summed over the devices
+    #: checked at the last gap check.
+    missing: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -149,6 +224,7 @@ class IngestCounters:
             "received": self.received, "stored": self.stored, "duplicates": self.duplicates,
             "conflicts": self.conflicts, "rejected": dict(self.rejected), "rejected_total": self.rejected_total,
             "store_errors": self.store_errors, "store_failing": self.store_failing, "subscribed": self.subscribed,
+            "acks_sent": self.acks_sent, "batches": self.batches, "missing": self.missing,
         }
 
 
@@ -170,6 +246,36 @@ class _RateLimit:
             return False, 0
         self._last[key] = now
         return True, self._suppressed.pop(key, 0)
+
+
+def _describe(items: list[tuple[str | None, bytes, int, int]]) -> str:
+    """``device/seq (topic)`` of the first decodable message of a batch, and how many more, for logs."""
+    for i, (topic, payload, _mid, _qos) in enumerate(items):
+        try:
+            msg = messages.decode(payload)
+        except (ValueError, TypeError, RecursionError):  # ContractError is a ValueError
+            continue
+        more = len(items) - 1
+        return f"{msg['device']}/{msg['seq']} ({topic})" + (f" and {more} more message(s)" if more else "")
+    return f"a batch of {len(items)} message(s)"
+
+
+class _Backoff:
+    """Reconnect waits: doubling from ``first_s`` up to ``longest_s``, each drawn uniformly in
+    [half, all] of the nominal value, so that instances do not reconnect in lock-step."""
+
+    def __init__(self, first_s: float, longest_s: float) -> None:
+        self.first_s, self.longest_s = first_s, longest_s
+        self._attempts = 0
+        self._rng = random.Random()
+
+    def next_s(self) -> float:
+        nominal = min(self.longest_s, self.first_s * 2 ** min(self._attempts, 32))
+        self._attempts += 1
+        return self._rng.uniform(nominal / 2, nominal)
+
+    def reset(self) -> None:
+        self._attempts = 0
 
 
 class _PahoLog:
@@ -218,7 +324,8 @@ class Ingest:
         self.config = config or IngestConfig()
         self._clock = clock
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {"received": 0, "stored": 0, "duplicates": 0, "conflicts": 0, "store_errors": 0}
+        self._counts: dict[str, int] = {"received": 0, "stored": 0, "duplicates": 0, "conflicts": 0, "store_errors": 0,
+                                        "acks_sent": 0, "batches": 0, "missing": 0}
         self._rejected: dict[str, int] = {}
         self._store_failing = False
         self._subscribed = threading.Event()
@@ -226,14 +333,25 @@ class Ingest:
         self._pending_subs: dict[int, list[str]] = {}
         self._log_limit = _RateLimit(self.config.reject_log_interval_s, time.monotonic)
         self._client: Any = None
+        # Deliveries from paho's network thread to the batching worker: (topic, payload, mid, qos).
+        self._inbox: queue.Queue[tuple[str | None, bytes, int, int]] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._backoff = _Backoff(self.config.reconnect_min_delay_s, self.config.reconnect_max_delay_s)
+        self._heard: set[str] = set()  # devices settled since the last gap check (worker thread only)
+        self._missing_by_device: dict[str, int] = {}
+        self._next_gap_check = 0.0
+        self._frozen: tuple[dict[str, int], dict[str, int]] | None = None  # counts shown while a batch runs
 
     # -- counters ------------------------------------------------------------------------------
 
     @property
     def counters(self) -> IngestCounters:
+        """A snapshot; while a batch is being stored, the counts as of the last commit, so that
+        what the counters say is stored is in the database."""
         with self._lock:
-            return IngestCounters(rejected=dict(self._rejected), store_failing=self._store_failing,
-                                  subscribed=self._subscribed.is_set(), **self._counts)
+            counts, rejected = self._frozen if self._frozen is not None else (self._counts, self._rejected)
+            return IngestCounters(rejected=dict(rejected), store_failing=self._store_failing,
+                                  subscribed=self._subscribed.is_set(), **counts)
 
     def _bump(self, name: str) -> None:
         with self._lock:
@@ -261,10 +379,17 @@ class Ingest:
             self._reject(classify(device, kind, payload), topic, str(exc))
         return None
 
-    def store(self, msg: dict[str, Any], topic: str) -> Outcome:
-        """Store a valid envelope once; count the outcome. Raises StoreError (counted) on failure."""
+    def store(self, msg: dict[str, Any], topic: str) -> Outcome | None:
+        """Store a valid envelope once; count the outcome. Raises StoreError (counted) on failure.
+
+        ``None``: refused by the store (a head whose embedding size is not its bundle's; counted
+        as a ``head_shape`` reject), to be acknowledged like any invalid message.
+        """
         try:
             outcome = self._store.add(msg, topic, received_at=self._clock())
+        except HeadShapeError as exc:
+            self._reject("head_shape", topic, str(exc))
+            return None
         except StoreError:
             with self._lock:
                 self._counts["store_errors"] += 1
@@ -306,17 +431,33 @@ class Ingest:
                 return False
             delay_s = min(delay_s * 2, self.config.store_retry_max_s)
 
-    def _reject(self, reason: str, topic: str, error: str) -> None:
-        with self._lock:
-            self._rejected[reason] = self._rejected.get(reason, 0) + 1
+    def _reject(self, reason: str, topic: str, error: str, exc_info: BaseException | None = None) -> None:
+        """Count a refused message under ``reason`` here and in the database; log it, rate-limited.
+
+        ``exc_info``: for ``internal_error``, the exception, whose traceback goes with the one
+        line logged per interval (never one per message).
+
+        Raises:
+            StoreError: the database could not count it. Nothing is counted here either, so the
+                two keep agreeing; inside a batch the whole batch is rolled back and retried.
+        """
         allowed, suppressed = self._log_limit.allow(f"reject:{reason}")
         if allowed:
-            log.warning("rejected a message on %r (%s)%s: %s", topic, reason,
-                        f"; {suppressed} more {reason} rejects not logged" if suppressed else "", error)
+            log.log(logging.ERROR if exc_info is not None else logging.WARNING,
+                    "rejected a message on %r (%s)%s: %s", topic, reason,
+                    f"; {suppressed} more {reason} rejects not logged" if suppressed else "", error,
+                    exc_info=exc_info)
         try:
             self._store.count_reject(reason, topic, error, at=self._clock())
         except StoreError as exc:
-            log.error("cannot record a %s reject in the database: %s", reason, exc)
+            allowed, suppressed = self._log_limit.allow("reject_record_error")
+            if allowed:
+                log.error("cannot record a %s reject in the database%s: %s", reason,
+                          f"; {suppressed} more not logged" if suppressed else "", exc)
+            raise
+        # Counted here last: once this process shows a reject, the database has it too.
+        with self._lock:
+            self._rejected[reason] = self._rejected.get(reason, 0) + 1
 
     # -- MQTT ----------------------------------------------------------------------------------
 
@@ -333,19 +474,29 @@ class Ingest:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.resolved_client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.enable_logger(_PahoLog(logging.getLogger(f"{__name__}.paho"), self._stopping))  # type: ignore[arg-type]
-        client.reconnect_delay_set(min_delay=cfg.reconnect_min_delay_s, max_delay=cfg.reconnect_max_delay_s)
+        _set_credentials(client, cfg)
+        self._backoff.reset()
+        first_delay = self._backoff.next_s()
+        client.reconnect_delay_set(first_delay, first_delay)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = cfg.session_expiry_s
+        expiry_s = cfg.resolved_session_expiry_s
+        props.SessionExpiryInterval = expiry_s
         props.MaximumPacketSize = MAX_PACKET_BYTES
-        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=props)
+        # No session kept: nothing to resume, and no stale shared subscription left behind.
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=expiry_s == 0,
+                             properties=props)
         self._client = client
+        self._worker = threading.Thread(target=self._run_worker, args=(client,), name="edgetune-ingest", daemon=True)
+        self._worker.start()
         client.loop_start()
-        log.info("ingest: connecting to mqtt://%s:%d as %r (%s subscriptions)", cfg.host, cfg.port,
-                 cfg.resolved_client_id, "shared" if cfg.shared else "plain")
+        log.info("ingest: connecting to %s://%s:%d as %r (%s subscriptions, session expiry %d s)",
+                 "mqtts" if cfg.uses_tls else "mqtt", cfg.host,
+                 cfg.port, cfg.resolved_client_id, "shared" if cfg.shared else "plain", expiry_s)
 
     def wait_subscribed(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds for the broker to accept our subscriptions."""
@@ -356,14 +507,23 @@ class Ingest:
         return self._subscribed.is_set()
 
     def stop(self) -> None:
-        """Disconnect (keeping the broker session) and stop the network thread."""
+        """Disconnect (keeping the broker session, if any) and stop the network and worker threads.
+
+        Deliveries not yet committed are not acknowledged: the broker (persistent session) or
+        the devices (end-to-end acknowledgement) send them again.
+        """
         client, self._client = self._client, None
         if client is None:
             return
         self._stopping.set()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
         client.disconnect()
         client.loop_stop()
         self._subscribed.clear()
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
         log.info("ingest: disconnected")
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -373,6 +533,13 @@ class Ingest:
             return
         import paho.mqtt.client as mqtt
 
+        self._backoff.reset()
+        sock = client.socket()
+        if sock is not None and getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+            try:  # send PUBACKs and acknowledgements at once, not after Nagle's wait
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                log.debug("cannot set TCP_NODELAY on the broker connection")
         filters = subscription_filters(self.config.shared)
         log.info("connected to the broker (session %s); subscribing to %s",
                  "resumed" if flags.session_present else "new", filters)
@@ -393,22 +560,161 @@ class Ingest:
         self._subscribed.set()
         log.info("subscribed")
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        delay = self._backoff.next_s()
+        client.reconnect_delay_set(delay, delay)
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        delay = self._backoff.next_s()
+        client.reconnect_delay_set(delay, delay)
         self._subscribed.clear()
         if not self._stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        """Hand the delivery to the worker, which stores it with others in one transaction."""
         try:
             topic: str | None = message.topic
         except UnicodeDecodeError:
             topic = None
-        try:
-            ack = self.deliver(topic, message.payload)
-        except Exception:  # noqa: BLE001 -- a bug must not kill paho's network thread
-            log.exception("internal error while handling a message on %r; acknowledged and dropped", topic)
+        self._inbox.put((topic, message.payload, message.mid, message.qos))
+
+    # -- the batching worker --------------------------------------------------------------------
+
+    def _run_worker(self, client: Any) -> None:
+        """Take what has been delivered (up to ``batch_max``), store it in one transaction, then
+        PUBACK it and publish the devices' end-to-end acknowledgements."""
+        while not self._stopping.is_set():
+            try:
+                items = [self._inbox.get(timeout=0.2)]
+            except queue.Empty:
+                self._check_gaps()
+                continue
+            while len(items) < self.config.batch_max:
+                try:
+                    items.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            settled = self._commit(items)
+            if settled is None:
+                return  # stopping with the batch not stored: nothing acknowledged
+            for _topic, _payload, mid, qos in items:
+                client.ack(mid, qos)
+            self._acknowledge(client, settled)
+            self._check_gaps()
+
+    def _commit(self, items: list[tuple[str | None, bytes, int, int]]) -> list[tuple[str, int]] | None:
+        """Validate and store ``items`` in one transaction, retrying it (with a growing delay)
+        while the database fails; the (device, seq) settled, or None if stopped first."""
+        delay_s = self.config.store_retry_s
+        while True:
             with self._lock:
-                self._rejected["internal_error"] = self._rejected.get("internal_error", 0) + 1
-            ack = True
-        if ack:
-            client.ack(message.mid, message.qos)
+                before = dict(self._counts), dict(self._rejected)
+                self._frozen = before
+            try:
+                with self._store.batch():
+                    settled = self._settle(items)
+            except StoreError as exc:
+                with self._lock:  # the batch was rolled back: so are its counts
+                    self._counts, self._rejected = before
+                    self._frozen = None
+                    self._counts["store_errors"] += 1
+                    self._store_failing = True
+                allowed, suppressed = self._log_limit.allow("store_error")
+                if allowed:
+                    log.error("cannot store %s; not acknowledged; retrying, at most %.1f s "
+                              "apart%s: %s", _describe(items), self.config.store_retry_max_s,
+                              f" ({suppressed} more failures not logged)" if suppressed else "", exc)
+                if self._stopping.wait(delay_s):
+                    log.warning("stopping with %d message(s) not stored; the broker or the devices send them again",
+                                len(items))
+                    return None
+                delay_s = min(delay_s * 2, self.config.store_retry_max_s)
+                continue
+            except BaseException:
+                with self._lock:
+                    self._frozen = None
+                raise
+            with self._lock:
+                self._counts["batches"] += 1
+                self._store_failing = False
+                self._frozen = None
+            return settled
+
+    def _settle(self, items: list[tuple[str | None, bytes, int, int]]) -> list[tuple[str, int]]:
+        """Inside a batch: validate and store each item; the (device, seq) of every valid one that is
+        now decided for good (stored now or before, a conflict, refused by the store), statuses
+        excepted (they are not in the devices' outboxes). StoreError aborts the batch."""
+        settled: list[tuple[str, int]] = []
+        for topic, payload, _mid, _qos in items:
+            try:
+                msg = self.validate(topic, payload)
+                if msg is None:
+                    continue
+                outcome = self.store(msg, topic or "")
+                if outcome is Outcome.STORED and msg["type"] == "status" and msg["body"]["state"] == "online":
+                    self._store.expect_will(msg["device"], msg["seq"] + 1)  # see edge/telemetry/link.py
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- a bug must not end ingest
+                self._reject("internal_error", topic if topic is not None else "<not UTF-8>",
+                             f"internal error ({type(exc).__name__}: {exc}); acknowledged and dropped", exc_info=exc)
+                continue
+            if msg["type"] != "status":
+                settled.append((msg["device"], msg["seq"]))
+        return settled
+
+    def _acknowledge(self, client: Any, settled: list[tuple[str, int]]) -> None:
+        """Publish each device's end-to-end acknowledgement (QoS 1): the seqs of this batch."""
+        by_device: dict[str, list[int]] = {}
+        for device, seq in settled:
+            by_device.setdefault(device, []).append(seq)
+        sent = 0
+        for device, seqs in by_device.items():
+            self._heard.add(device)
+            topic = topics.device_topic(device, "ack")
+            for payload in acks.encode(device, seqs):
+                info = client.publish(topic, payload, qos=QOS)
+                sent += info.rc == 0  # not connected: the device sends again and is acknowledged then
+        with self._lock:
+            self._counts["acks_sent"] += sent
+
+    def _check_gaps(self) -> None:
+        """Every ``gap_check_interval_s``: log devices whose missing sequence numbers grew."""
+        now = time.monotonic()
+        if now < self._next_gap_check or not self._heard:
+            return
+        self._next_gap_check = now + self.config.gap_check_interval_s
+        heard, self._heard = self._heard, set()
+        for device in sorted(heard):
+            try:
+                gaps = self._store.gaps(device)
+            except StoreError as exc:
+                log.debug("gap check of %s failed: %s", device, exc)
+                continue
+            if gaps is None:
+                continue
+            before = self._missing_by_device.get(device, 0)
+            self._missing_by_device[device] = gaps["missing"]
+            if gaps["missing"] > before:
+                log.warning("device %s: %d sequence number(s) between %d and %d not stored (lost on the device, "
+                            "e.g. its outbox overflowed, or still on their way)", device, gaps["missing"],
+                            gaps["seq_first"], gaps["seq_last"])
+        with self._lock:
+            self._counts["missing"] = sum(self._missing_by_device.values())
+
+
+def _set_credentials(client: Any, cfg: IngestConfig) -> None:
+    """Give paho the user name, password and TLS settings of ``cfg``; UsageError if a TLS file is unusable."""
+    import ssl
+
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.password)
+    if not cfg.uses_tls:
+        return
+    try:
+        client.tls_set(ca_certs=cfg.tls_ca_file, certfile=cfg.tls_cert_file, keyfile=cfg.tls_key_file,
+                       cert_reqs=ssl.CERT_REQUIRED)
+    except (OSError, ssl.SSLError) as exc:  # a missing file, a PEM that does not parse
+        raise UsageError(f"MQTT TLS files (ca {cfg.tls_ca_file}, cert {cfg.tls_cert_file}, key {cfg.tls_key_file}) "
+                         f"cannot be loaded: {exc}") from None

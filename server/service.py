@@ -161,7 +161,8 @@ class Server:
         return {
             "ok": counters.subscribed and not counters.store_failing,
             "broker": {"host": cfg.host, "port": cfg.port, "client_id": cfg.resolved_client_id,
-                       "shared": cfg.shared, "subscribed": counters.subscribed},
+                       "shared": cfg.shared, "session_expiry_s": cfg.resolved_session_expiry_s,
+                       "subscribed": counters.subscribed},
             "counters": counters.as_dict(),
         }
 

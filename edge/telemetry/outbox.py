@@ -2,24 +2,30 @@
 
 Every telemetry message goes through :meth:`Outbox.put` before it goes near the network: one
 transaction takes the next sequence number, validates and encodes the envelope and stores it.
-The publisher then sends what is pending and deletes each message only when the broker has
-acknowledged it (:meth:`Outbox.ack`). A device can stay offline for hours; the outbox is bounded
-by ``max_messages`` and an overflow policy whose drops are counted, never silent.
+The publisher then sends what is pending and deletes a message only when the *server* says it
+has stored it (:meth:`Outbox.ack_ranges`, fed by the server's end-to-end acknowledgements, see
+:mod:`edgetune.contract.acks`), never on the broker's PUBACK. A device can stay offline for
+hours; the outbox is bounded by ``max_messages`` and an overflow policy whose drops are counted,
+never silent.
 
-Durability, and why the two writes differ:
+Durability, and why the writes differ (commits are batched: one fsync covers many messages):
 
-- ``put`` commits with ``PRAGMA synchronous=FULL``: the WAL is fsynced before ``put`` returns,
-  so neither the message nor the sequence number it took can be lost, even to a power cut. This
-  matters more than it looks: if a power cut rolled the counter back, the next message would
-  reuse a sequence number the server has already stored, and the server (which stores each
-  ``(device, seq)`` once) would silently discard it. One fsync per observation is affordable at
-  telemetry rates (events and periodic metrics, not audio frames).
-- ``ack`` commits with ``PRAGMA synchronous=NORMAL``: losing an acknowledgement to a power cut
-  only means the message is sent again, and the server drops the duplicate. This keeps draining
-  a long backlog fast. WAL frames are written in order, so the next ``put``'s fsync makes every
-  earlier ``ack`` durable too.
+- ``put`` commits with ``PRAGMA synchronous=NORMAL``: the message is in the WAL (the operating
+  system has it) when ``put`` returns, so a process crash or ``kill -9`` loses nothing, and a
+  put costs a write, not an fsync.
+- :meth:`Outbox.sync` fsyncs the WAL (a ``synchronous=FULL`` commit), which makes every earlier
+  ``put`` survive a power cut. The publisher calls it before it hands any message to the
+  network, and at least every second while there are unsynced puts. So a power cut can lose at
+  most the last second of observations, and never one that was sent: if a power cut rolled the
+  counter back over a message the server had already stored, the next message would reuse its
+  sequence number and the server (which stores each ``(device, seq)`` once) would discard it.
+- :meth:`Outbox.reserve_seqs` (numbers for status messages sent outside the outbox, the last
+  will among them) commits with ``synchronous=FULL``: the broker may publish a will on our
+  behalf at any time.
+- acknowledgements commit with ``synchronous=NORMAL``: losing one to a power cut only means the
+  message is sent again, and the server drops the duplicate (and acknowledges it again).
 
-A process crash (as opposed to a power cut) loses nothing in either mode.
+A process crash (as opposed to a power cut) loses nothing that ``put`` returned.
 
 The first sequence number of a new file is the wall clock in microseconds (unless
 ``first_seq`` is given), so a device whose state directory was wiped still numbers its messages
@@ -29,6 +35,7 @@ messages a second on average. Later numbers come from the file, never from the c
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -53,13 +60,22 @@ _MAX_SEQ = 2**63 - 1
 _CLOCK_PLAUSIBLE_S = 1_577_836_800
 
 
+def _encode_validated(envelope: dict[str, Any]) -> bytes:
+    """``messages.encode`` for an envelope ``messages.make`` has just validated, without validating
+    it a second time (half the cost of a put): the same compact JSON and the same size limit."""
+    payload = json.dumps(envelope, separators=(",", ":"), allow_nan=False).encode()
+    if len(payload) > messages.MAX_PAYLOAD_BYTES:
+        raise ContractError(f"message is {len(payload)} bytes; expected at most {messages.MAX_PAYLOAD_BYTES}")
+    return payload
+
+
 class OutboxError(EdgetuneError):
     """The outbox file cannot be read or written (disk full, I/O error, corrupt file)."""
 
 
 @dataclass(frozen=True)
 class PendingMessage:
-    """A stored message waiting for the broker's acknowledgement."""
+    """A stored message waiting for the server's acknowledgement."""
 
     seq: int
     topic: str
@@ -70,9 +86,9 @@ class PendingMessage:
 class OutboxCounts:
     """Counters kept in the file, so they survive restarts.
 
-    - ``pending``: messages stored and not yet acknowledged.
+    - ``pending``: messages stored and not yet acknowledged by the server.
     - ``dropped_overflow``: messages dropped by the overflow policy since the file was created.
-    - ``sent``: messages acknowledged by the broker (and deleted) since the file was created.
+    - ``sent``: messages the server acknowledged as stored (and deleted) since the file was created.
     - ``next_seq``: the sequence number the next message will take.
     """
 
@@ -135,6 +151,9 @@ class Outbox:
         self.max_messages = max_messages
         self.overflow = overflow
         self._lock = threading.Lock()
+        self._unsynced = False  # a put committed since the last fsync (see sync())
+        self._durable: bool | None = None  # the connection's synchronous mode: FULL (True) or NORMAL
+        self._synced_through = -1  # every seq up to this one is fsynced (see sync()), as far as we know
         self._topics = {kind: device_topic(self.device_id, kind) for kind in messages.TYPE_FOR_KIND}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,11 +244,11 @@ class Outbox:
             raise ContractError(f"message type is {type_!r}; expected one of {list(messages.KIND_FOR_TYPE)}")
         topic = self._topics[messages.KIND_FOR_TYPE[type_]]
         with self._lock:
-            self._begin()
+            self._begin(durable=False)
             try:
                 seq = self._take_seqs(1)
                 envelope = messages.make(self.device_id, seq, observed_at, type_, body)
-                payload = messages.encode(envelope)
+                payload = _encode_validated(envelope)
                 pending = self._meta("pending")
                 stored: dict[str, Any] | None = envelope
                 if pending >= self.max_messages:
@@ -250,6 +269,7 @@ class Outbox:
                     pending += 1
                 self._set_meta("pending", pending)
                 self._db.execute("COMMIT")
+                self._unsynced = True
             except BaseException:
                 self._rollback()
                 raise
@@ -270,40 +290,65 @@ class Outbox:
             try:
                 first = self._take_seqs(n)
                 self._db.execute("COMMIT")
+                self._unsynced, self._synced_through = False, first + n - 1  # a FULL commit fsyncs every earlier put
             except BaseException:
                 self._rollback()
                 raise
         return first
 
     def ack(self, seq: int) -> bool:
-        """Delete a message the broker acknowledged. Returns False if it was not pending
+        """Delete one message the server acknowledged. Returns False if it was not pending
         (already acknowledged, or dropped by the overflow policy while in flight)."""
+        return self.ack_ranges([(seq, seq)]) == 1
+
+    def ack_ranges(self, ranges: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> int:
+        """Delete every pending message whose seq lies in one of the inclusive ``(first, last)``
+        ranges, in one transaction. Returns how many were deleted (a seq not pending is ignored:
+        already acknowledged, or dropped by the overflow policy while in flight)."""
         with self._lock:
+            self._begin(durable=False)
             try:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write the outbox {self.path}: {exc}") from exc
-            try:
-                deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+                deleted = 0
+                for first, last in ranges:
+                    deleted += self._query("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last)).rowcount
                 if deleted:
-                    self._add_meta("pending", -1)
-                    self._add_meta("sent", 1)
+                    self._add_meta("pending", -deleted)
+                    self._add_meta("sent", deleted)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
-        return bool(deleted)
+        return deleted
+
+    def sync(self, through_seq: int | None = None) -> bool:
+        """Make every earlier :meth:`put` survive a power cut (one fsync). Returns False when
+        there was nothing to sync. Cheap to call often: it does nothing unless a put came since,
+        nor (with ``through_seq``) when every seq up to ``through_seq`` is already synced."""
+        with self._lock:
+            if not self._unsynced or (through_seq is not None and through_seq <= self._synced_through):
+                return False
+            self._begin(durable=True)
+            try:
+                # A write is needed: a FULL commit of an empty transaction would fsync nothing.
+                self._query("INSERT OR REPLACE INTO meta (key, value) VALUES ('synced_at', ?)", (time.time(),))
+                synced = self._meta("next_seq") - 1
+                self._db.execute("COMMIT")
+                self._unsynced, self._synced_through = False, synced
+            except BaseException:
+                self._rollback()
+                raise
+        return True
 
     # -- reads ----------------------------------------------------------------------------
 
-    def pending(self, limit: int = 100, after_seq: int = -1) -> list[PendingMessage]:
-        """Up to ``limit`` pending messages with ``seq > after_seq``, oldest first."""
+    def pending(self, limit: int = 100, after_seq: int = -1, upto_seq: int | None = None) -> list[PendingMessage]:
+        """Up to ``limit`` pending messages with ``after_seq < seq <= upto_seq``, oldest first."""
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
         with self._lock:
             try:
                 rows = self._db.execute(
-                    "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
+                    "SELECT seq, topic, payload FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (after_seq, upto, limit),
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot read the outbox {self.path}: {exc}") from exc
@@ -331,9 +376,12 @@ class Outbox:
 
     # -- helpers (called with the lock held) -----------------------------------------------
 
-    def _begin(self) -> None:
+    def _begin(self, durable: bool = True) -> None:
+        """BEGIN IMMEDIATE; ``durable``: the commit fsyncs (``synchronous=FULL``), else it only writes."""
         try:
-            self._db.execute("PRAGMA synchronous=FULL")
+            if self._durable is not durable:  # a PRAGMA per transaction costs as much as an INSERT
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot write the outbox {self.path}: {exc}") from exc

@@ -1,11 +1,13 @@
 """Telemetry from the device to the broker over MQTT: events, metrics, heads and the status.
 
 Every observation is first stored in the :class:`~.outbox.Outbox` (which numbers it), then
-sent at QoS 1 by the :class:`~.link.MqttLink`, and deleted from the outbox only when the broker
-acknowledges it (PUBACK). If the broker is down, the device starts anyway and the outbox fills;
-on each (re)connect the retained ``online`` status goes first, then everything pending in
-sequence order. Losing the connection may resend a message the broker already had: the server
-stores each ``(device, seq)`` once.
+sent at QoS 1 by the :class:`~.link.MqttLink`, and deleted from the outbox only when the
+*server* acknowledges that it stored it (end to end, on ``edgetune/v1/<device>/ack``; the
+broker's PUBACK is not enough, a broker can crash or restart without its sessions). If the broker
+is down, the device starts anyway and the outbox fills; on each (re)connect the retained
+``online`` status goes first, then everything pending in sequence order, and a message the
+server does not acknowledge in ``ack_timeout_s`` is sent again. A resend may duplicate a message
+the server already had: the server stores each ``(device, seq)`` once, and acknowledges it again.
 
     with Telemetry("jetson-07", state_dir / "outbox.sqlite", "broker.local", 1883,
                    status_extra={"bundle_id": "kws", "bundle_version": "1.0.0"}) as telemetry:
@@ -25,7 +27,7 @@ from edgetune.errors import UsageError
 
 from edgetune.contract.errors import ContractError
 from edgetune.contract.topics import check_device_id
-from .link import MqttLink, status_body
+from .link import DEFAULT_ACK_TIMEOUT_S, DEFAULT_RECONNECT_DELAY_S, MqttLink, status_body
 from .outbox import Outbox, OutboxError
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ class TelemetryCounters:
     """What this :class:`Telemetry` did since it started (``pending``/``dropped``: from the file).
 
     - ``published``: messages handed to the network (including resends and status messages).
-    - ``acked``: outbox messages the broker acknowledged (and that were deleted).
+    - ``acked``: outbox messages the server acknowledged as stored (and that were deleted).
     - ``pending``: messages in the outbox now.
     - ``dropped``: messages the overflow policy dropped, since the outbox file was created.
     - ``errors``: failed publishes, refused PUBACKs, refused connections, outbox failures.
@@ -52,6 +54,8 @@ class TelemetryCounters:
     dropped: int
     errors: int
     connected: bool
+    #: messages sent again because the server had not acknowledged them in ``ack_timeout_s``.
+    resent: int = 0
 
 
 class Telemetry:
@@ -75,7 +79,9 @@ class Telemetry:
         max_messages: the outbox bound (messages).
         overflow: the outbox overflow policy, ``"drop_oldest"`` or ``"drop_newest"``.
         reconnect_delay_s: (first, longest) wait in seconds before reconnecting; the wait
-            doubles after each failed attempt.
+            doubles after each failed attempt, each wait drawn between half and all of it.
+        ack_timeout_s: seconds a sent message waits for the server's acknowledgement before it
+            is sent again (on the same connection; a reconnect resends everything pending).
 
     The connection is made in the background (``connect_async``): the constructor returns at
     once, even if the broker is down. Use as a context manager, or call :meth:`close`.
@@ -101,7 +107,8 @@ class Telemetry:
         status_extra: Mapping[str, Any] | None = None,
         max_messages: int = 100_000,
         overflow: str = "drop_oldest",
-        reconnect_delay_s: tuple[float, float] = (1.0, 60.0),
+        reconnect_delay_s: tuple[float, float] = DEFAULT_RECONNECT_DELAY_S,
+        ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
     ) -> None:
         try:
             self.device_id = check_device_id(device_id)
@@ -117,6 +124,8 @@ class Telemetry:
         if not 0 < low <= high:
             raise UsageError(f"reconnect_delay_s is {reconnect_delay_s!r}; expected (first, longest) with "
                              "0 < first <= longest (seconds)")
+        if isinstance(ack_timeout_s, bool) or not isinstance(ack_timeout_s, (int, float)) or not ack_timeout_s > 0:
+            raise UsageError(f"ack_timeout_s is {ack_timeout_s!r}; expected a number of seconds > 0")
         extra = {"software": edgetune.__version__, **(status_extra or {})}
         status_body(self.device_id, "online", extra)  # refuse bad fields now, not on connect
         self._closed = False
@@ -124,7 +133,8 @@ class Telemetry:
         try:
             self._link = MqttLink(self.device_id, self._outbox, broker_host, broker_port, client_id=client_id,
                                   username=username, password=password, tls=tls, keepalive_s=keepalive_s,
-                                  status_extra=extra, reconnect_delay_s=(low, high))
+                                  status_extra=extra, reconnect_delay_s=(low, high),
+                                  ack_timeout_s=float(ack_timeout_s))
             self._link.start()
         except BaseException:
             self._outbox.close()
@@ -172,6 +182,7 @@ class Telemetry:
             status_extra=status_extra,
             max_messages=mqtt_cfg.outbox_max_messages,
             overflow=mqtt_cfg.outbox_overflow,
+            ack_timeout_s=mqtt_cfg.ack_timeout_s,
         )
 
     # -- messages --------------------------------------------------------------------------
@@ -224,7 +235,7 @@ class Telemetry:
     # -- waiting and closing ---------------------------------------------------------------
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until the outbox is empty (everything acknowledged). Returns False on timeout."""
+        """Wait until the outbox is empty (everything acknowledged by the server). False on timeout."""
         return self._link.flush(timeout_s)
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -270,7 +281,7 @@ class Telemetry:
         link = self._link
         return TelemetryCounters(published=link.published, acked=link.acked, pending=outbox.get("pending", 0),
                                  dropped=outbox.get("dropped_overflow", 0), errors=link.errors,
-                                 connected=link.connected)
+                                 connected=link.connected, resent=link.resent)
 
     def _put(self, type_: str, body: Mapping[str, Any], observed_at: float | None) -> dict[str, Any] | None:
         if observed_at is None:

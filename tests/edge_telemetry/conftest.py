@@ -1,4 +1,5 @@
-"""Fixtures for the device telemetry tests: a real Mosquitto we may kill, and a real subscriber."""
+"""Fixtures for the device telemetry tests: a real Mosquitto we may kill, a real subscriber, and
+the real server's ingest (which sends the end-to-end acknowledgements a device waits for)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,36 @@ def stopped_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     b.stop()
 
 
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """``serve(broker)`` -> the server's real :class:`~edgetune.server.ingest.Ingest` on ``broker``
+    with a real SQLite store (``tmp_path / "server-<broker port>.db"``), started (connecting in the background, so the broker may
+    be down); one per broker, stopped after the test. A device's messages leave its outbox only
+    when this acknowledges them."""
+    from edgetune.server.ingest import Ingest, IngestConfig
+    from edgetune.server.store import Store
+
+    made: dict[int, Ingest] = {}
+    stores: list[Store] = []
+
+    def factory(b: LocalBroker) -> Ingest:
+        assert b.port is not None
+        if b.port not in made:
+            store = Store.open(str(tmp_path / f"server-{b.port}.db"))
+            stores.append(store)
+            ingest = Ingest(store, IngestConfig(host=b.host, port=b.port, client_id=f"test-server-{next(_ids)}",
+                                                reconnect_min_delay_s=0.1, reconnect_max_delay_s=0.5))
+            ingest.start()
+            made[b.port] = ingest
+        return made[b.port]
+
+    yield factory
+    for ingest in made.values():
+        ingest.stop()
+    for store in stores:
+        store.close()
+
+
 @contextlib.contextmanager
 def _frozen(broker: LocalBroker) -> Iterator[None]:
     assert broker.running
@@ -84,6 +115,7 @@ class Subscriber:
 
         self.device = device
         self.received: list[tuple[str, dict[str, Any], bool]] = []  # (topic kind, envelope, retained)
+        self.from_server: list[tuple[str, bytes]] = []  # (topic, payload) of acknowledgements and commands
         self.subscriptions = 0
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{next(_ids)}",
@@ -108,6 +140,10 @@ class Subscriber:
             self.subscriptions += 1
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic.rsplit("/", 1)[-1] in topics.SERVER_KINDS:
+            with self._lock:
+                self.from_server.append((msg.topic, msg.payload))
+            return
         device, kind = topics.parse_device_topic(msg.topic)
         envelope = messages.decode_for_topic(device, kind, msg.payload)  # the device sent only valid messages
         with self._lock:

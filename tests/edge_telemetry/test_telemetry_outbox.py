@@ -148,6 +148,41 @@ def test_ack_deletes_once_and_counts_sent(path: Path) -> None:
     assert (counts.pending, counts.sent) == (2, 1)
 
 
+def test_ack_ranges_delete_exactly_the_named_seqs_in_one_go(path: Path) -> None:
+    # Prepare
+    with Outbox(path, DEVICE, first_seq=0) as outbox:
+        for i in range(10):
+            outbox.put("event", body(i), 1.0)
+        # Execute: the server names 0-2 and 5, then names 1 and 5 again (a resend it re-acknowledged)
+        deleted = outbox.ack_ranges([(0, 2), (5, 5)])
+        again = outbox.ack_ranges([(1, 1), (5, 5)])
+        kept = [m.seq for m in outbox.pending()]
+        counts = outbox.counts()
+    # Assert
+    assert (deleted, again) == (4, 0)
+    assert kept == [3, 4, 6, 7, 8, 9]
+    assert (counts.pending, counts.sent) == (6, 4)
+
+
+def test_pending_reads_between_two_seqs(path: Path) -> None:
+    with Outbox(path, DEVICE, first_seq=0) as outbox:
+        for i in range(10):
+            outbox.put("event", body(i), 1.0)
+        outbox.ack_ranges([(0, 1)])
+        window = [m.seq for m in outbox.pending(limit=100, after_seq=2, upto_seq=5)]
+        first_two = [m.seq for m in outbox.pending(limit=2)]
+    assert window == [3, 4, 5]
+    assert first_two == [2, 3]
+
+
+def test_sync_fsyncs_only_when_a_put_came_since(path: Path) -> None:
+    with Outbox(path, DEVICE, first_seq=0) as outbox:
+        nothing_yet = outbox.sync()
+        outbox.put("event", body(0), 1.0)
+        first, second = outbox.sync(), outbox.sync()
+    assert (nothing_yet, first, second) == (False, True, False)
+
+
 def test_an_ack_for_a_message_overflow_dropped_changes_nothing(path: Path) -> None:
     # Prepare: seq 0 was sent, then dropped to make room before its acknowledgement came
     with Outbox(path, DEVICE, max_messages=2, overflow="drop_oldest", first_seq=0) as outbox:

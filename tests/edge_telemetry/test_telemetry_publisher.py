@@ -30,11 +30,15 @@ def body(i: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_telemetry(tmp_path: Path) -> Iterator[Callable[..., Telemetry]]:
-    """``make_telemetry(broker, **kwargs)`` -> a started :class:`Telemetry`, closed after the test."""
+def make_telemetry(tmp_path: Path, serve: Any) -> Iterator[Callable[..., Telemetry]]:
+    """``make_telemetry(broker, **kwargs)`` -> a started :class:`Telemetry`, closed after the test,
+    with the real server's ingest on the same broker (``serve=False``: none), whose end-to-end
+    acknowledgements are what let a message leave the outbox."""
     made: list[Telemetry] = []
 
-    def factory(broker: Any, **kwargs: Any) -> Telemetry:
+    def factory(broker: Any, serve_too: bool = True, **kwargs: Any) -> Telemetry:
+        if serve_too:
+            serve(broker)
         kwargs.setdefault("status_extra", EXTRA)
         tel = Telemetry(DEVICE, tmp_path / "state" / "outbox.sqlite", broker.host, broker.port, **kwargs)
         made.append(tel)
@@ -276,8 +280,9 @@ def test_a_puback_that_arrives_before_publish_returns_still_acknowledges_the_mes
     # Execute
     tel.event(body(0))
     flushed = tel.flush(5.0)
-    # Assert: the race really happened, and the event was acknowledged and deleted all the same
-    assert watch.held == 1
+    # Assert: the race really happened (for the event; the server's acknowledgement, published in
+    # this process too, may be held as well), and the event was sent and deleted all the same
+    assert watch.held >= 1
     assert flushed
     assert (tel.counters.acked, tel.counters.pending, tel.counters.errors) == (1, 0, 0)
 

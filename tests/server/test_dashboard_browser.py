@@ -31,7 +31,9 @@ def test_the_dashboard_shows_the_fleet_and_events_escaped(make_server, publisher
     assert server.wait_subscribed(5.0)
     publisher.send(make_status("jetson-dash-01", 1, bundle_id="kws", bundle_version="2.0.0"), retain=True)
     publisher.send(make_event("jetson-dash-01", 2, label="<b>seven</b>"))
-    wait_for(lambda: server.store.stats()["stored"].get("event"), timeout_s=5)
+    publisher.send(make_event("jetson-dash-01", 3, label="espresso", pipeline="camera", head="objects",
+                              modality="image", source="v4l2:0"))
+    wait_for(lambda: server.store.stats()["stored"].get("event", 0) >= 2, timeout_s=5)
 
     # Execute
     dom = _rendered_dom(f"{server.url}?token=browser-secret", tmp_path / "profile")
@@ -40,4 +42,7 @@ def test_the_dashboard_shows_the_fleet_and_events_escaped(make_server, publisher
     # Assert: the script ran, filled both tables, and escaped the label.
     assert "jetson-dash-01" in dom and "kws 2.0.0" in dom
     assert "&lt;b&gt;seven&lt;/b&gt;" in dom and "<b>seven</b>" not in dom
+    # The camera's event shows beside the microphone's, with its pipeline and head.
+    assert '<tr class="modality-image">' in dom and "<td>camera</td><td>objects</td><td>espresso</td>" in dom
+    assert '<tr class="modality-audio">' in dom and "<td>audio</td><td>keywords</td>" in dom
     assert "jetson-dash-01" not in refused

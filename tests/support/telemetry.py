@@ -92,3 +92,23 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 5.0, interval_s: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s: last value {value!r}")
         time.sleep(interval_s)
+
+
+def stored_seqs(db_path: Any, device: str, type_: str = "event") -> list[int]:
+    """The sequence numbers of ``device``'s ``type_`` messages in the server's SQLite file, ascending,
+    read with a connection of our own (what is committed, whoever wrote it)."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(db_path), timeout=30.0)
+    try:
+        return [row[0] for row in conn.execute(
+            "SELECT seq FROM messages WHERE device = ? AND type = ? ORDER BY seq", (device, type_))]
+    finally:
+        conn.close()
+
+
+def event_body(i: int) -> dict[str, Any]:
+    """A valid ``event`` body, the ``i``-th of a stream (its ``offset_s`` tells them apart)."""
+    return {"pipeline": "audio", "head": "keywords", "label": "yes", "score": 0.9, "modality": "audio",
+            "source": "wav:/data/clip.wav", "offset_s": 0.1 * i, "bundle_id": "kws-demo", "bundle_version": "1.0.0",
+            "head_version": 0}
