@@ -12,7 +12,10 @@ The manifest is written in one canonical form (:func:`dumps`) and carries a dige
 content (``manifest_sha256``). :func:`verify_bundle` refuses a bundle when any file's bytes differ
 from what the manifest records, when a listed file is missing or an unlisted one appears, or when
 ``manifest.json`` itself is not byte-for-byte the canonical form of a manifest with a matching
-digest. A changed byte anywhere in the bundle is therefore refused.
+digest. A changed byte anywhere in the bundle is therefore refused, and so is anything but
+regular files and folders (a symbolic link, even to an identical copy). Integrity is not origin:
+with a trust policy it also checks ``manifest.sig``, a trusted key's Ed25519 signature of the
+manifest's bytes (:mod:`.signing`). Malformed input of any kind is a :class:`ContractError`.
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from . import tensors
 from .audio_spec import AudioEmbedderSpec, AudioSpec, MfccParams, SpeechMelParams  # noqa: F401 (re-exported)
-from .checks import is_int, require
+from .checks import is_int, is_number, require
 from .errors import ContractError, IntegrityError
 from .image_spec import ImageSpec
+from .signing import SIGNATURE_FILE, TrustPolicy, check_bundle_signature
 
 SCHEMA_VERSION = 2
 _CHUNK_BYTES = 1 << 20
@@ -36,7 +43,8 @@ _CHUNK_BYTES = 1 << 20
 MODALITIES = ("audio", "image")
 #: What a head reads: one modality's embedding, or the fusion's output.
 HEAD_INPUTS = MODALITIES + ("fused",)
-FUSIONS = ("none", "concat", "gated")
+#: How a fused head combines its inputs (:class:`HeadSpec`).
+FUSED_HEADS = ("concat", "gated")
 
 _REEXPORT = ("re-export it with this version of edgetune (`edgetune export train --out DIR ...`); "
              "bundles are rebuilt from the training data or checkpoint, never patched")
@@ -44,10 +52,15 @@ _REEXPORT = ("re-export it with this version of edgetune (`edgetune export train
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """A linear head: ``logits = input @ weight.T + bias`` over ``input``'s embedding.
+    """A head over ``input``'s embedding: one modality's, or ``fused`` (the fusion's inputs'
+    embeddings side by side, in ``Manifest.fusion.inputs`` order).
 
-    ``file`` holds the arrays (``contract/tensors.py``), ``replay_file`` (optional) a few
-    embeddings per label against forgetting when the device refits it.
+    ``fusion`` says how a fused head combines them (``None`` for a single-modality head):
+    ``concat`` is linear, ``logits = input @ weight.T + bias`` like every other head (the seed's
+    global average pooling then concatenation); ``gated`` weighs each modality per sample with
+    a learned gate first (the seed's local feature fusion; ``contract/tensors.py`` has its
+    arrays). ``file`` holds the arrays, ``replay_file`` (optional) a few embeddings per label
+    against forgetting when the device refits it.
     """
 
     name: str
@@ -56,6 +69,7 @@ class HeadSpec:
     file: str = tensors.HEAD_FILE
     replay_file: str | None = None
     background_label: str | None = None
+    fusion: str | None = None
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and 0 < len(self.name) <= 64 and self.name.replace("_", "a")
@@ -72,6 +86,12 @@ class HeadSpec:
                     and "/" not in value), f"heads[{self.name}].{name}", value, "a .npz file name in the bundle")
         require(self.background_label is None or self.background_label in self.labels,
                 f"heads[{self.name}].background_label", self.background_label, "null or one of the labels")
+        if self.input == "fused":
+            require(self.fusion in FUSED_HEADS, f"heads[{self.name}].fusion", self.fusion,
+                    f"one of {list(FUSED_HEADS)} for a fused head")
+        else:
+            require(self.fusion is None, f"heads[{self.name}].fusion", self.fusion,
+                    "null: only a head whose input is 'fused' has a fusion")
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -79,11 +99,11 @@ class HeadSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "labels": list(self.labels), "input": self.input, "file": self.file,
-                "replay_file": self.replay_file, "background_label": self.background_label}
+                "replay_file": self.replay_file, "background_label": self.background_label, "fusion": self.fusion}
 
     @classmethod
     def from_dict(cls, data: Any) -> "HeadSpec":
-        keys = {"name", "labels", "input", "file", "replay_file", "background_label"}
+        keys = {"name", "labels", "input", "file", "replay_file", "background_label", "fusion"}
         require(isinstance(data, Mapping) and set(data) == keys, "heads[] keys",
                 sorted(data) if isinstance(data, Mapping) else data, f"exactly {sorted(keys)}")
         require(isinstance(data["labels"], list), "heads[].labels", data["labels"], "a list of labels")
@@ -92,35 +112,35 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class FusionSpec:
-    """How modalities' embeddings combine for ``fused`` heads: ``none``, ``concat`` (the pooled
-    embeddings side by side) or ``gated`` (a learned gate weighs each modality per sample; its
-    weights in ``file``)."""
+    """Which modalities' embeddings ``fused`` heads read, side by side in ``inputs`` order, and
+    how the device pairs them: the newest embedding of each stream, when the streams' times are
+    at most ``window_s`` seconds apart; a modality with nothing that recent is missing, and the
+    fused heads are not run (counted, never guessed). No inputs: no fusion."""
 
-    kind: str = "none"
     inputs: tuple[str, ...] = ()
-    file: str | None = None
+    window_s: float = 1.0
 
     def __post_init__(self) -> None:
-        require(self.kind in FUSIONS, "fusion.kind", self.kind, f"one of {list(FUSIONS)}")
-        if self.kind == "none":
-            require(not self.inputs and self.file is None, "fusion", (self.inputs, self.file),
-                    "no inputs and no file when the kind is 'none'")
-            return
-        require(len(self.inputs) >= 2 and len(set(self.inputs)) == len(self.inputs)
-                and set(self.inputs) <= set(MODALITIES), "fusion.inputs", self.inputs,
-                f"two or more of {list(MODALITIES)}")
-        require((self.file is not None) == (self.kind == "gated"), "fusion.file", self.file,
-                "the gate's .npz for 'gated', nothing for 'concat'")
+        require(not self.inputs or (len(self.inputs) >= 2 and len(set(self.inputs)) == len(self.inputs)
+                and set(self.inputs) <= set(MODALITIES)), "fusion.inputs", self.inputs,
+                f"none, or two or more of {list(MODALITIES)} without repeats")
+        require(is_number(self.window_s) and 0 < self.window_s <= 60, "fusion.window_s", self.window_s,
+                "seconds in (0, 60]")
+        object.__setattr__(self, "window_s", float(self.window_s))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "inputs": list(self.inputs), "file": self.file}
+        return {"inputs": list(self.inputs), "window_s": self.window_s}
 
     @classmethod
     def from_dict(cls, data: Any) -> "FusionSpec":
-        require(isinstance(data, Mapping) and set(data) == {"kind", "inputs", "file"}, "fusion", data,
-                "an object with keys 'file', 'inputs', 'kind'")
+        require(isinstance(data, Mapping) and set(data) == {"inputs", "window_s"}, "fusion", data,
+                "an object with keys 'inputs', 'window_s'")
         require(isinstance(data["inputs"], list), "fusion.inputs", data["inputs"], "a list of modalities")
-        return cls(kind=data["kind"], inputs=tuple(data["inputs"]), file=data["file"])
+        return cls(inputs=tuple(data["inputs"]), window_s=data["window_s"])
 
 
 _TOP_KEYS = ("schema_version", "bundle_id", "bundle_version", "created_at", "modalities", "audio", "image",
@@ -156,7 +176,7 @@ class Manifest:
         names = [h.name for h in self.heads]
         require(len(set(names)) == len(names), "heads[].name", names, "unique names")
         for h in self.heads:
-            allowed = list(self.modalities) + (["fused"] if self.fusion.kind != "none" else [])
+            allowed = list(self.modalities) + (["fused"] if self.fusion.enabled else [])
             require(h.input in allowed, f"heads[{h.name}].input", h.input,
                     f"one of {allowed} (a modality of this bundle, or 'fused' when there is a fusion)")
         require(set(self.fusion.inputs) <= set(self.modalities), "fusion.inputs", self.fusion.inputs,
@@ -175,7 +195,6 @@ class Manifest:
         out: tuple[str, ...] = ()
         for spec in (self.audio, self.image):
             out += spec.files if spec is not None else ()
-        out += (self.fusion.file,) if self.fusion.file else ()
         for h in self.heads:
             out += h.files
         return out
@@ -264,11 +283,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Files in a bundle that its manifest does not list: the manifest itself and its signature.
+_UNLISTED = (tensors.MANIFEST_FILE, SIGNATURE_FILE)
+#: Limits that keep verification bounded on hostile input (a manifest is a few kilobytes).
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_BUNDLE_ENTRIES = 10_000
+_SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
+#: What malformed JSON can raise inside the schema's constructors; turned into a ContractError.
+_MALFORMED = (TypeError, KeyError, AttributeError, IndexError, ValueError, OverflowError, RecursionError)
+
+
 def _bundle_files(bundle_dir: Path) -> list[str]:
+    """Every file the manifest lists: all but ``manifest.json`` and its signature."""
     return sorted(
         p.relative_to(bundle_dir).as_posix()
         for p in bundle_dir.rglob("*")
-        if p.is_file() and p.name != tensors.MANIFEST_FILE
+        if p.is_file() and p.relative_to(bundle_dir).as_posix() not in _UNLISTED
     )
 
 
@@ -294,51 +324,188 @@ def write_bundle_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
     return final
 
 
-def read_manifest(bundle_dir: Path) -> Manifest:
-    """Parse ``manifest.json`` and check its own digest and canonical form (not the other files)."""
-    path = Path(bundle_dir) / tensors.MANIFEST_FILE
-    if not path.is_file():
+def _shown(name: str) -> str:
+    """A file name as messages show it: as it is, or quoted when it holds odd characters."""
+    return name if name.isprintable() and " " not in name else repr(name)
+
+
+def _fail(where: str, what: str) -> IntegrityError:
+    return IntegrityError(f"bundle {where}: {tensors.MANIFEST_FILE} {what}; refusing it ({_REEXPORT})")
+
+
+def _open_regular(path: Path, what: str):
+    """``path`` opened for reading if it is a regular file, never through a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if path.is_symlink():
+            raise IntegrityError(f"{what} is a symbolic link; a bundle holds regular files only") from None
+        raise IntegrityError(f"{what} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{what} is not a regular file; a bundle holds regular files only")
+    return os.fdopen(fd, "rb")
+
+
+def _sha256_regular(path: Path, what: str) -> str:
+    digest = hashlib.sha256()
+    with _open_regular(path, what) as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _scan_bundle(bundle_dir: Path) -> list[str]:
+    """The bundle's regular files (relative POSIX paths, sorted). Links are not followed: a
+    symbolic link anywhere in the bundle (to a file or a folder, pointing inside or outside), a
+    FIFO, a socket or a device file is refused, as is a bundle of more than
+    :data:`MAX_BUNDLE_ENTRIES` entries."""
+    files: list[str] = []
+    problems: list[str] = []
+    stack = [(bundle_dir, "")]
+    count = 0
+    try:
+        while stack:
+            folder, prefix = stack.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    count += 1
+                    if count > MAX_BUNDLE_ENTRIES:
+                        raise IntegrityError(f"bundle {bundle_dir} has more than {MAX_BUNDLE_ENTRIES} entries; "
+                                             "a bundle holds a few dozen files, refusing it")
+                    rel = prefix + entry.name
+                    if entry.is_symlink():
+                        problems.append(f"{_shown(rel)}: a symbolic link (a bundle holds regular files only)")
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append((Path(entry.path), rel + "/"))
+                    elif entry.is_file(follow_symlinks=False):
+                        files.append(rel)
+                    else:
+                        problems.append(f"{_shown(rel)}: not a regular file (a bundle holds regular files only)")
+    except OSError as exc:
+        raise IntegrityError(f"bundle {bundle_dir} cannot be listed: {exc}") from None
+    if problems:
+        raise IntegrityError(f"bundle {bundle_dir} failed verification, refusing it: " + "; ".join(sorted(problems)))
+    return sorted(files)
+
+
+def read_manifest_bytes(bundle_dir: Path) -> bytes:
+    """``manifest.json``'s bytes: a regular file (not through a link) of at most
+    :data:`MAX_MANIFEST_BYTES`. What a signature covers."""
+    path = bundle_dir / tensors.MANIFEST_FILE
+    if not path.is_symlink() and not path.exists():
         raise ContractError(f"bundle {bundle_dir}: no {tensors.MANIFEST_FILE}; is this an edgetune bundle directory?")
-    text = path.read_text(encoding="utf-8", errors="strict")
+    with _open_regular(path, f"bundle {bundle_dir}: {tensors.MANIFEST_FILE}") as fh:
+        raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise _fail(str(bundle_dir), f"is larger than {MAX_MANIFEST_BYTES} bytes (a manifest is a few kilobytes)")
+    return raw
+
+
+def _check_file_entries(files: Mapping[str, Any], where: str) -> None:
+    """Each listed file: a relative path inside the bundle, with a sha256 and a size."""
+    for name, entry in files.items():
+        parts = name.split("/") if isinstance(name, str) else []
+        if not parts or any(p in ("", ".", "..") for p in parts) or "\\" in name or "\0" in name \
+                or name in _UNLISTED:
+            raise _fail(where, f"lists the file {name!r}; expected a relative path inside the bundle "
+                               "(no '..', no leading '/', not the manifest or its signature)")
+        if not (isinstance(entry, Mapping) and set(entry) == {"sha256", "bytes"}
+                and isinstance(entry["sha256"], str) and _SHA256.fullmatch(entry["sha256"])
+                and is_int(entry["bytes"]) and entry["bytes"] >= 0):
+            raise _fail(where, f"records {str(entry)[:80]!r} for {name!r}; expected "
+                               "{'sha256': <64 hex digits>, 'bytes': <size>}")
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """Parse ``manifest.json``'s bytes and check its own digest and canonical form.
+
+    Any malformed input -- not UTF-8, not JSON, nested too deeply, a value of the wrong type, a
+    non-finite number, a listed path outside the bundle -- raises :class:`ContractError` (or its
+    subclass :class:`IntegrityError`) naming what was wrong; no other exception escapes.
+    ``where`` names the bundle in messages.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(where, f"is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"bundle {bundle_dir}: {tensors.MANIFEST_FILE} is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise _fail(where, "is nested too deeply to be a manifest") from None
+    except ValueError as exc:
+        raise _fail(where, f"is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "manifest_sha256" not in data:
-        raise IntegrityError(f"bundle {bundle_dir}: {tensors.MANIFEST_FILE} has no manifest_sha256")
-    actual = hashlib.sha256(_canonical_body(data)).hexdigest()
-    if actual != data["manifest_sha256"]:
-        raise IntegrityError(
-            f"bundle {bundle_dir}: {tensors.MANIFEST_FILE} was changed after export "
-            f"(content sha256 {actual[:12]}…, recorded {str(data['manifest_sha256'])[:12]}…)"
-        )
-    manifest = Manifest.from_dict(data)
-    if dumps(manifest) != text:
-        raise IntegrityError(
-            f"bundle {bundle_dir}: {tensors.MANIFEST_FILE} is not in the canonical form the exporter writes "
-            "(whitespace or key order changed after export)"
-        )
+        raise _fail(where, "is not a JSON object with a manifest_sha256")
+    recorded = data["manifest_sha256"]
+    if not isinstance(recorded, str):
+        raise _fail(where, f"has a manifest_sha256 of type {type(recorded).__name__}; expected 64 hex digits")
+    try:
+        actual = hashlib.sha256(_canonical_body(data)).hexdigest()
+    except _MALFORMED as exc:
+        raise _fail(where, f"cannot be read as a manifest ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if actual != recorded:
+        raise IntegrityError(f"bundle {where}: {tensors.MANIFEST_FILE} was changed after export "
+                             f"(content sha256 {actual[:12]}…, recorded {recorded[:12]!r}…)")
+    if isinstance(data.get("files"), Mapping):
+        _check_file_entries(data["files"], where)
+    try:
+        manifest = Manifest.from_dict(data)
+        canonical = dumps(manifest)
+    except ContractError as exc:
+        raise ContractError(f"bundle {where}: {exc}") from None
+    except _MALFORMED as exc:
+        raise _fail(where, f"does not follow the manifest schema ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if canonical != text:
+        raise IntegrityError(f"bundle {where}: {tensors.MANIFEST_FILE} is not in the canonical form the exporter "
+                             "writes (whitespace or key order changed after export)")
     return manifest
 
 
-def verify_bundle(bundle_dir: Path) -> Manifest:
-    """Read the manifest and check every file against it. Raises :class:`IntegrityError`.
+def read_manifest(bundle_dir: Path) -> Manifest:
+    """Parse ``manifest.json`` and check its own digest and canonical form (not the other files,
+    nor the signature: :func:`verify_bundle` does both)."""
+    bundle_dir = Path(bundle_dir)
+    return parse_manifest(read_manifest_bytes(bundle_dir), str(bundle_dir))
 
-    The message names each file that is missing, unexpected or changed.
+
+def verify_bundle(bundle_dir: Path, *, trust: TrustPolicy | None = None) -> Manifest:
+    """Check a bundle directory completely and return its manifest. Raises :class:`ContractError`
+    (:class:`IntegrityError`, :class:`~.signing.SignatureError`) naming every problem.
+
+    In order: the bundle holds regular files and folders only (no symbolic links, see
+    :func:`_scan_bundle`; the bundle directory itself may be a link, as ``current`` often is);
+    with ``trust``, ``manifest.sig`` is a trusted key's signature of ``manifest.json``'s exact
+    bytes (checked before the manifest is parsed, so unsigned content never reaches the parser;
+    see :mod:`.signing`); the manifest is well formed, canonical and matches its own digest; and
+    the files are exactly those it lists (besides itself and its signature), each with the size
+    and sha256 it records. ``trust=None`` skips the signature only: the exporter's check of what
+    it just wrote. The device always passes its trust policy.
     """
     bundle_dir = Path(bundle_dir)
-    manifest = read_manifest(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise ContractError(f"bundle {bundle_dir} is not a directory; expected the folder holding "
+                            f"{tensors.MANIFEST_FILE}")
+    present = _scan_bundle(bundle_dir)
+    raw = read_manifest_bytes(bundle_dir)
+    if trust is not None:
+        check_bundle_signature(bundle_dir, raw, trust)
+    manifest = parse_manifest(raw, str(bundle_dir))
     problems = []
-    present = set(_bundle_files(bundle_dir))
     for name, entry in sorted(manifest.files.items()):
         if name not in present:
             problems.append(f"{name}: missing")
             continue
-        actual = sha256_file(bundle_dir / name)
-        if actual != entry.get("sha256"):
-            problems.append(f"{name}: sha256 {actual[:12]}… but the manifest records {str(entry.get('sha256'))[:12]}…")
-    for name in sorted(present - set(manifest.files)):
-        problems.append(f"{name}: not listed in the manifest")
+        path = bundle_dir / name
+        size = path.lstat().st_size
+        if size != entry["bytes"]:
+            problems.append(f"{name}: {size} bytes but the manifest records {entry['bytes']}")
+            continue
+        actual = _sha256_regular(path, f"bundle {bundle_dir}: {name}")
+        if actual != entry["sha256"]:
+            problems.append(f"{name}: sha256 {actual[:12]}… but the manifest records {entry['sha256'][:12]}…")
+    for name in sorted(set(present) - set(manifest.files) - set(_UNLISTED)):
+        problems.append(f"{_shown(name)}: not listed in the manifest")
     if problems:
         raise IntegrityError(f"bundle {bundle_dir} failed verification, refusing it: " + "; ".join(problems))
     return manifest

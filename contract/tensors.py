@@ -58,6 +58,20 @@ def replay_file(name: str) -> str:
 HEAD_WEIGHT = "weight"
 HEAD_BIAS = "bias"
 
+# A fused head (contract/manifest.py HeadSpec.fusion) reads x = the fusion's inputs' embeddings
+# side by side (audio [Da] then image [Di], in fusion.inputs order; D = Da + Di).
+#   concat: weight [C, D], bias [C], like any head.
+#   gated:  weight [C, D], bias [C] and
+#     input_mean  float32 [D], input_scale float32 [D]   z = (x - input_mean) / input_scale
+#     gate_weight float32 [M, D], gate_bias float32 [M]  g = softmax(z @ gate_weight.T + gate_bias),
+#                                                          M = number of inputs
+#     logits = concat_m(M * g_m * z_m) @ weight.T + bias  (equal gates leave z as it is)
+GATE_WEIGHT = "gate_weight"
+GATE_BIAS = "gate_bias"
+INPUT_MEAN = "input_mean"
+INPUT_SCALE = "input_scale"
+GATED_HEAD_ARRAYS = (HEAD_WEIGHT, HEAD_BIAS, GATE_WEIGHT, GATE_BIAS, INPUT_MEAN, INPUT_SCALE)
+
 # Replay set of a head against forgetting during on-device fine-tuning (one file per head).
 #   embeddings float32 [M, D], labels int64 [M] (indices into that head's labels)
 REPLAY_FILE = "replay.npz"

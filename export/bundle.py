@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgetune.contract import tensors
-from edgetune.contract.manifest import AudioSpec, HeadSpec, Manifest, write_bundle_manifest
+from edgetune.contract.image_spec import ImageSpec
+from edgetune.contract.manifest import AudioSpec, FusionSpec, HeadSpec, Manifest, write_bundle_manifest
 from edgetune.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ def as_float32(name: str, value: Any) -> np.ndarray:
 @dataclass(frozen=True, eq=False)
 class HeadArrays:
     """A head to ship: ``weight`` float [C, D], ``bias`` float [C] for ``labels`` (C names) over
-    ``input``'s embedding; optionally a replay set: ``replay_embeddings`` float [M, D] and
-    ``replay_labels`` int [M] (indices into ``labels``)."""
+    ``input``'s embedding (a modality, or ``fused`` with ``fusion`` ``concat``/``gated``; a gated
+    head's other arrays in ``extra``, contract/tensors.py); optionally a replay set:
+    ``replay_embeddings`` float [M, D] and ``replay_labels`` int [M] (indices into ``labels``)."""
 
     name: str
     labels: tuple[str, ...]
@@ -67,6 +69,20 @@ class HeadArrays:
     replay_embeddings: Any = None
     replay_labels: Any = None
     input: str = "audio"
+    fusion: str | None = None
+    extra: Mapping[str, Any] | None = None
+
+    def arrays(self, weight: np.ndarray, bias: np.ndarray) -> dict[str, np.ndarray]:
+        """Every array of the head's file, by the contract's names."""
+        out = {tensors.HEAD_WEIGHT: weight, tensors.HEAD_BIAS: bias}
+        expected = set(tensors.GATED_HEAD_ARRAYS) - set(out) if self.fusion == "gated" else set()
+        given = set(self.extra or {})
+        if given != expected:
+            raise ValueError(f"head {self.name} ({self.fusion or self.input}): extra arrays {sorted(given)}; "
+                             f"expected {sorted(expected)}")
+        for key, value in (self.extra or {}).items():
+            out[key] = as_float32(f"head {self.name} {key}", value)
+        return out
 
     def checked(self, width: int) -> tuple[HeadSpec, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         labels = tuple(self.labels)
@@ -92,7 +108,8 @@ class HeadArrays:
             replay = (emb, lab)
         spec = HeadSpec(name=self.name, labels=labels, input=self.input, file=tensors.head_file(self.name),
                         replay_file=tensors.replay_file(self.name) if replay is not None else None,
-                        background_label=tensors.BACKGROUND_LABEL if tensors.BACKGROUND_LABEL in labels else None)
+                        background_label=tensors.BACKGROUND_LABEL if tensors.BACKGROUND_LABEL in labels else None,
+                        fusion=self.fusion)
         return spec, weight, bias, replay
 
 
@@ -132,44 +149,64 @@ def check_parity(parity: Mapping[str, Mapping[str, Any]]) -> None:
                               f"the output scale; the limit is {PARITY_MAX_REL_ERROR}")
 
 
+def input_widths(audio: AudioSpec | None, image: ImageSpec | None, fusion: FusionSpec) -> dict[str, int]:
+    """The embedding width each head input reads: per modality, and ``fused`` (the fusion's
+    inputs side by side)."""
+    widths = {name: spec.embedding_size for name, spec in (("audio", audio), ("image", image)) if spec is not None}
+    if fusion.enabled:
+        widths["fused"] = sum(widths[m] for m in fusion.inputs if m in widths)
+    return widths
+
+
 def write_bundle(
     out_dir: Path,
     *,
     bundle_id: str,
     bundle_version: str,
-    audio: AudioSpec,
+    audio: AudioSpec | None = None,
     write_graphs: GraphWriter,
     heads: Sequence[HeadArrays],
+    image: ImageSpec | None = None,
+    fusion: FusionSpec = FusionSpec(),
     metrics: Mapping[str, Any] | None = None,
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Manifest:
-    """Write an audio bundle in ``out_dir`` and return its manifest.
+    """Write a bundle in ``out_dir`` and return its manifest.
 
-    - ``audio``: the modality's spec (front-end, embedder windows and pooling, clip length).
-    - ``write_graphs``: writes ``audio.frontend_file`` and ``audio.embedder_file`` into the
-      staging folder and returns their parity reports (see :data:`GraphWriter`).
-    - ``heads``: the named heads (the first is the default one on the device).
+    - ``audio``, ``image``: each modality's spec (audio: front-end, embedder windows and
+      pooling, clip length; image: input size and normalisation); at least one.
+    - ``fusion``: which modalities ``fused`` heads read (and the pairing window on the device).
+    - ``write_graphs``: writes every graph the specs name into the staging folder and returns
+      their parity reports (see :data:`GraphWriter`; :func:`all_graphs` joins several writers).
+    - ``heads``: the named heads (the first of each input is the default one on the device).
     - ``overwrite``: replace an existing bundle at ``out_dir`` (a non-bundle is never replaced).
     """
     out_dir = Path(out_dir)
     check_bundle_target(out_dir, overwrite)
-    checked = [h.checked(audio.embedding_size) for h in heads]
+    widths = input_widths(audio, image, fusion)
+    for h in heads:
+        if h.input not in widths:
+            raise ValueError(f"head {h.name} reads {h.input!r}; this bundle has {sorted(widths)}")
+    checked = [(h, *h.checked(widths[h.input])) for h in heads]
     manifest = Manifest(  # built now so that a bad id or label fails before the export, not after
         bundle_id=bundle_id,
         bundle_version=bundle_version,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        heads=tuple(spec for spec, *_ in checked),
+        heads=tuple(spec for _, spec, *_ in checked),
         audio=audio,
+        image=image,
+        fusion=fusion,
         metrics=dict(metrics or {}),
         provenance=dict(provenance or {}),
     )
+    files = [h.arrays(weight, bias) for h, _, weight, bias, _ in checked]  # a wrong gate fails here, early
     staging = _staging_dir(out_dir)
     try:
         parity = dict(write_graphs(staging))
         check_parity(parity)
-        for spec, weight, bias, replay in checked:
-            np.savez(staging / spec.file, **{tensors.HEAD_WEIGHT: weight, tensors.HEAD_BIAS: bias})
+        for (_, spec, _, _, replay), arrays in zip(checked, files):
+            np.savez(staging / spec.file, **arrays)
             if replay is not None:
                 np.savez(staging / spec.replay_file,
                          **{tensors.REPLAY_EMBEDDINGS: replay[0], tensors.REPLAY_LABELS: replay[1]})
@@ -180,6 +217,22 @@ def write_bundle(
         raise
     log.info("wrote bundle %s %s to %s", bundle_id, bundle_version, out_dir)
     return manifest
+
+
+def all_graphs(*writers: GraphWriter) -> GraphWriter:
+    """One writer that runs ``writers`` in turn (each modality's graphs) and joins their parity."""
+
+    def write(staging: Path) -> dict[str, Mapping[str, Any]]:
+        parity: dict[str, Mapping[str, Any]] = {}
+        for writer in writers:
+            report = dict(writer(staging))
+            clash = set(parity) & set(report)
+            if clash:
+                raise ValueError(f"two graph writers both wrote {sorted(clash)}")
+            parity.update(report)
+        return parity
+
+    return write
 
 
 def pack_bundle(bundle_dir: Path, tar_path: Path | None = None) -> Path:

@@ -66,16 +66,26 @@ def test_a_head_on_a_modality_the_bundle_lacks_is_refused():
         _manifest(heads=(HeadSpec("objects", ("cat", "cup"), input="image"),))
 
 
-def test_a_fused_head_needs_a_fusion():
+def test_a_fused_head_needs_a_fusion_and_says_how_it_combines():
     with pytest.raises(ContractError, match=r"heads\[both\].input is 'fused'"):
-        _manifest(heads=(HeadSpec("both", ("a", "b"), input="fused"),))
+        _manifest(heads=(HeadSpec("both", ("a", "b"), input="fused", fusion="concat"),))
+    with pytest.raises(ContractError, match=r"heads\[both\].fusion is None; expected one of \['concat', 'gated'\]"):
+        HeadSpec("both", ("a", "b"), input="fused")
+    with pytest.raises(ContractError, match=r"heads\[words\].fusion is 'gated'; expected null"):
+        HeadSpec("words", ("a", "b"), input="audio", fusion="gated")
 
 
-def test_a_gated_fusion_needs_its_gate_file_and_two_modalities():
-    with pytest.raises(ContractError, match="fusion.file"):
-        FusionSpec(kind="gated", inputs=("audio", "image"))
+def test_a_fusion_reads_two_modalities_within_a_window():
     with pytest.raises(ContractError, match="fusion.inputs"):
-        FusionSpec(kind="concat", inputs=("audio",))
+        FusionSpec(inputs=("audio",))
+    with pytest.raises(ContractError, match="fusion.inputs"):
+        FusionSpec(inputs=("audio", "audio"))
+    with pytest.raises(ContractError, match=r"fusion.window_s is 0; expected seconds in \(0, 60\]"):
+        FusionSpec(inputs=("audio", "image"), window_s=0)
+    with pytest.raises(ContractError, match="fusion.window_s"):
+        FusionSpec(inputs=("audio", "image"), window_s=True)
+    assert FusionSpec.from_dict(FusionSpec(("audio", "image"), 0.5).to_dict()) == FusionSpec(("audio", "image"), 0.5)
+    assert not FusionSpec().enabled
 
 
 def test_unknown_front_end_kinds_and_keys_are_named():
