@@ -8,6 +8,10 @@ graphs are not opened here; each modality's models module does that (:mod:`edget
 A bundle shipped as a ``.tar`` (``<name>/manifest.json``, ...) is unpacked once into
 ``<state_dir>/bundles/<sha256 of the tar>/`` (regular files and folders only; absolute paths,
 ``..`` and links are refused) and then verified like a directory.
+
+Every load takes a :class:`~edgetune.contract.signing.TrustPolicy`: the device's trusted public
+keys (``trusted_keys`` in its config) and whether unsigned bundles are allowed (a development
+setting, logged as a warning on every load). A bundle without a trusted signature is refused.
 """
 
 from __future__ import annotations
@@ -29,10 +33,16 @@ from edgetune.errors import UsageError
 
 from edgetune.contract import ContractError, tensors
 from edgetune.contract.manifest import HeadSpec, Manifest, verify_bundle
+from edgetune.contract.signing import TrustPolicy, read_bundle_signature
 from .head import Head
 from .state import default_state_dir
 
 log = logging.getLogger(__name__)
+
+#: Bounds on an archive, checked while unpacking (a bundle is a few dozen files, megabytes to a
+#: few hundred megabytes).
+MAX_ARCHIVE_MEMBERS = 10_000
+MAX_ARCHIVE_BYTES = 16 << 30
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,6 +124,13 @@ def _npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise ContractError(f"bundle file {path.name}: not a readable .npz ({exc})") from None
 
 
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, tarfile.TarError):
+        return False
+
+
 def content_id_of(directory: Path) -> str:
     """16 hex digits of sha256 over the manifest's own digest (``manifest_sha256``)."""
     digest = json.loads((directory / tensors.MANIFEST_FILE).read_text(encoding="utf-8"))["manifest_sha256"]
@@ -133,9 +150,16 @@ def unpack_bundle(tar_path: str | os.PathLike[str], state_dir: str | os.PathLike
         return dest
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+    members = total_bytes = 0
     try:
         with tarfile.open(tar_path, "r:*") as tar:
-            for member in tar.getmembers():
+            for member in tar:
+                members += 1
+                total_bytes += max(member.size, 0)
+                if members > MAX_ARCHIVE_MEMBERS or total_bytes > MAX_ARCHIVE_BYTES:
+                    raise ContractError(f"bundle archive {tar_path} holds more than {MAX_ARCHIVE_MEMBERS} members "
+                                        f"or {MAX_ARCHIVE_BYTES >> 30} GiB; refusing it (a bundle is a few dozen "
+                                        "files)")
                 parts = Path(member.name).parts
                 if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
                     raise ContractError(f"bundle archive {tar_path}: member {member.name!r} is not allowed "
@@ -152,27 +176,50 @@ def unpack_bundle(tar_path: str | os.PathLike[str], state_dir: str | os.PathLike
             raise ContractError(f"bundle archive {tar_path}: expected one {tensors.MANIFEST_FILE} at the top or "
                                 f"in one top-level folder; found {len(manifests)}")
         os.replace(manifests[0].parent, dest)
-    except (tarfile.TarError, OSError) as exc:
-        raise UsageError(f"bundle archive {tar_path} cannot be unpacked: {exc}") from None
+    except (tarfile.TarError, OSError, EOFError, UnicodeError) as exc:
+        raise ContractError(f"bundle archive {tar_path} cannot be unpacked ({type(exc).__name__}: {exc}); "
+                            "expected a complete .tar written by `edgetune export train --tar`") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
-def load_bundle(path: str | os.PathLike[str], *, state_dir: str | os.PathLike[str] | None = None) -> Bundle:
+def load_bundle(path: str | os.PathLike[str], *, trust: TrustPolicy,
+                state_dir: str | os.PathLike[str] | None = None) -> Bundle:
     """Verify and load the bundle directory (or ``.tar``, unpacked under ``state_dir``) at ``path``.
 
-    Raises :class:`UsageError` when ``path`` is neither a directory nor a tar archive, and
-    :class:`ContractError` (or its subclass :class:`IntegrityError`) when the bundle is tampered
-    with or malformed.
+    ``trust``: the public keys whose signature the bundle must carry (and whether an unsigned
+    one is allowed). Raises :class:`UsageError` when ``path`` is neither a directory nor a tar
+    archive, and :class:`ContractError` (or its subclasses :class:`IntegrityError`,
+    :class:`~edgetune.contract.signing.SignatureError`) when the bundle is unsigned, wrongly
+    signed, tampered with or malformed.
     """
+    if not isinstance(trust, TrustPolicy):
+        raise TypeError(f"trust is {type(trust).__name__}; expected a TrustPolicy (the device's trusted keys)")
+    if trust.allow_unsigned:
+        log.warning("allow_unsigned_bundles is on: a bundle without a signature is accepted. For development "
+                    "only; a device in the field trusts signed bundles alone")
     directory = Path(path)
-    if directory.is_file() and tarfile.is_tarfile(directory):
+    if directory.is_file():
+        if not _is_tar(directory):
+            raise ContractError(f"bundle {directory} is a file but not a tar archive; expected a bundle directory "
+                                "or the .tar `edgetune export train --tar` writes")
         directory = unpack_bundle(directory, state_dir if state_dir is not None else default_state_dir())
+        unpacked = True
+    else:
+        unpacked = False
     if not directory.is_dir():
         raise UsageError(f"bundle {directory} does not exist or is not a directory; "
                          "pass the folder `edgetune export` wrote (the one holding manifest.json) or its .tar")
-    manifest = verify_bundle(directory)
+    try:
+        manifest = verify_bundle(directory, trust=trust)
+    except ContractError:
+        if unpacked:  # a refused archive leaves nothing behind in the state directory
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    signature = read_bundle_signature(directory)
+    log.info("bundle %s: %s", directory, "unsigned (allowed)" if signature is None
+             else f"signed by trusted key {signature.key_id}")
     heads = {spec.name: _load_head(directory, manifest, spec) for spec in manifest.heads}
     bundle = Bundle(directory=directory.resolve(), manifest=manifest, content_id=content_id_of(directory),
                     heads=heads)
@@ -183,14 +230,24 @@ def load_bundle(path: str | os.PathLike[str], *, state_dir: str | os.PathLike[st
     return bundle
 
 
+def input_splits(manifest: Manifest, input_: str) -> tuple[int, ...]:
+    """Widths of what a head on ``input_`` reads: one modality's embedding, or the fusion's
+    inputs' embeddings side by side (one width each)."""
+    specs = {"audio": manifest.audio, "image": manifest.image}
+    names = manifest.fusion.inputs if input_ == "fused" else (input_,)
+    return tuple(specs[m].embedding_size for m in names if specs.get(m) is not None)
+
+
 def _input_size(manifest: Manifest, input_: str) -> int | None:
-    """Width of the embedding a head on ``input_`` reads (None for a fused head: the fusion decides)."""
-    spec = {"audio": manifest.audio, "image": manifest.image}.get(input_)
-    return None if spec is None else spec.embedding_size
+    """Width of the embedding a head on ``input_`` reads."""
+    splits = input_splits(manifest, input_)
+    return sum(splits) if splits else None
 
 
 def _load_head(directory: Path, manifest: Manifest, spec: HeadSpec) -> BundleHead:
-    arrays = _npz(directory / spec.file, (tensors.HEAD_WEIGHT, tensors.HEAD_BIAS))
+    gated = spec.fusion == "gated"
+    arrays = _npz(directory / spec.file, tensors.GATED_HEAD_ARRAYS if gated else (tensors.HEAD_WEIGHT,
+                                                                                 tensors.HEAD_BIAS))
     weight, bias = arrays[tensors.HEAD_WEIGHT], arrays[tensors.HEAD_BIAS]
     if weight.ndim != 2 or weight.shape[0] != len(spec.labels) or bias.shape != (len(spec.labels),):
         raise ContractError(f"bundle file {spec.file}: weight {weight.shape}, bias {bias.shape}; expected "
@@ -200,7 +257,12 @@ def _load_head(directory: Path, manifest: Manifest, spec: HeadSpec) -> BundleHea
         raise ContractError(f"bundle file {spec.file}: weight is {weight.shape[1]} wide; expected the "
                             f"{spec.input} embedding size {width} (head {spec.name})")
     try:
-        head = Head(weight, bias, spec.labels)
+        if gated:
+            from .fusion.gated import load_fused_head
+
+            head = load_fused_head(arrays, "gated", spec.labels, input_splits(manifest, spec.input))
+        else:
+            head = Head(weight, bias, spec.labels)
     except ValueError as exc:
         raise ContractError(f"bundle file {spec.file}: {exc}") from None
     replay = None

@@ -37,11 +37,13 @@ from edgetune.errors import UsageError
 from .runtime.providers import ALIASES, provider_hint, resolve_provider
 
 from edgetune.contract.errors import ContractError
+from edgetune.contract.signing import TrustPolicy, parse_public_key
 from edgetune.contract.topics import check_device_id
 from .telemetry.outbox import OVERFLOW_POLICIES
 
 __all__ = [
     "AudioConfig",
+    "CameraConfig",
     "ConfigError",
     "DaemonConfig",
     "MetricsConfig",
@@ -192,6 +194,45 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """``[camera]``: where frames come from, how often they are scored, when a score is an event.
+
+    Attributes:
+        source: ``"v4l2:0"`` (a V4L2 index or ``/dev/video0``), ``"rtsp://..."``, ``"gst:<pipeline
+            ending in appsink>"`` (a CSI camera on a Jetson), ``"video:/path/x.mp4"`` or
+            ``"images:/path/dir"``; None = no camera (an image bundle needs one).
+        rate_hz: frames scored per second (a live camera's newest frame; a file's frames that far apart).
+        folder_fps: the stream time between the images of a folder source.
+        threshold: smoothed score in (0, 1] at which a label is detected.
+        smoothing_frames: scores are averaged over this many frames (1 = no smoothing).
+        hold_s: seconds an object must be gone (its score below the threshold) before it can give
+            another event, so one object in view gives one event, not one per frame.
+        backoff_max_s: longest wait between attempts to reopen a camera that went away.
+    """
+
+    _section: ClassVar[str] = "camera"
+    source: str | None = None
+    rate_hz: float = 5.0
+    folder_fps: float = 1.0
+    threshold: float = 0.6
+    smoothing_frames: int = 3
+    hold_s: float = 2.0
+    backoff_max_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        s = self._section
+        _set(self, "source", _optional_text(s, "source", self.source,
+                                            "a camera URI such as 'v4l2:0', 'rtsp://host/stream', 'gst:...', "
+                                            "'video:/path/clip.mp4' or 'images:/path/dir'"))
+        _set(self, "rate_hz", _positive(s, "rate_hz", self.rate_hz, 240.0, " (frames scored per second)"))
+        _set(self, "folder_fps", _positive(s, "folder_fps", self.folder_fps, 240.0, " (images per second)"))
+        _set(self, "threshold", _positive(s, "threshold", self.threshold, 1.0, " (a smoothed score)"))
+        _int(s, "smoothing_frames", self.smoothing_frames, 1, 100, " (frames; 1 = no smoothing)")
+        _set(self, "hold_s", _float(s, "hold_s", self.hold_s, 0.0, 3600.0, " (seconds)"))
+        _set(self, "backoff_max_s", _positive(s, "backoff_max_s", self.backoff_max_s, 600.0, " (seconds)"))
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """``[runtime]``: ONNX Runtime execution providers and threads.
 
@@ -269,6 +310,8 @@ class MqttConfig:
             publishes its last will) after 1.5 times this without traffic.
         outbox_max_messages: most messages kept while the broker cannot be reached.
         outbox_overflow: ``"drop_oldest"`` or ``"drop_newest"``; drops are counted and reported.
+        ack_timeout_s: seconds a sent message waits for the server's end-to-end acknowledgement
+            before the device sends it again (it leaves the outbox only on that acknowledgement).
     """
 
     _section: ClassVar[str] = "mqtt"
@@ -281,6 +324,7 @@ class MqttConfig:
     keepalive_s: int = 30
     outbox_max_messages: int = 100_000
     outbox_overflow: str = "drop_oldest"
+    ack_timeout_s: int = 5
 
     def __post_init__(self) -> None:
         s = self._section
@@ -305,6 +349,7 @@ class MqttConfig:
         _int(s, "outbox_max_messages", self.outbox_max_messages, 1, 10_000_000, " (messages)")
         if self.outbox_overflow not in OVERFLOW_POLICIES:
             raise _fail(s, "outbox_overflow", self.outbox_overflow, f"one of {list(OVERFLOW_POLICIES)}")
+        _int(s, "ack_timeout_s", self.ack_timeout_s, 1, 3_600, " (seconds)")
 
     @property
     def enabled(self) -> bool:
@@ -342,8 +387,8 @@ class MetricsConfig:
         _set(self, "interval_s", _positive(self._section, "interval_s", self.interval_s, 86_400.0, " (seconds)"))
 
 
-_SECTIONS: dict[str, type] = {"audio": AudioConfig, "runtime": RuntimeConfig, "mqtt": MqttConfig,
-                              "metrics": MetricsConfig}
+_SECTIONS: dict[str, type] = {"audio": AudioConfig, "camera": CameraConfig, "runtime": RuntimeConfig,
+                              "mqtt": MqttConfig, "metrics": MetricsConfig}
 
 
 @dataclass(frozen=True)
@@ -356,7 +401,11 @@ class DaemonConfig:
         state_dir: where the daemon keeps its state (outbox, fine-tuned heads, engine cache);
             None leaves the choice to :func:`edgetune.edge.state.resolve_state_dir`
             (``$EDGETUNE_STATE_DIR``, else ``$XDG_STATE_HOME/edgetune``, else ``~/.local/state``).
-        audio, runtime, mqtt, metrics: the sections; each may also be given as a mapping.
+        audio, camera, runtime, mqtt, metrics: the sections; each may also be given as a mapping.
+        trusted_keys: the public keys whose signature a bundle must carry, each ``ed25519:<base64>``
+            or the path of a file holding one (``edgetune export keys --show-public`` prints it).
+        allow_unsigned_bundles: accept a bundle with no signature (development only; logged as a
+            warning at every start). A wrongly signed bundle is refused whatever this says.
     """
 
     _section: ClassVar[str] = ""
@@ -364,15 +413,20 @@ class DaemonConfig:
     bundle: Path
     state_dir: Path | None = None
     audio: AudioConfig = field(default_factory=AudioConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trusted_keys: tuple[str, ...] = ()
+    allow_unsigned_bundles: bool = False
 
     def __post_init__(self) -> None:
         try:
             check_device_id(self.device_id)
         except ContractError as exc:
             raise ConfigError(f"device_id: {exc}", "device_id") from None
+        _set(self, "trusted_keys", _trusted_keys(self.trusted_keys))
+        _set(self, "allow_unsigned_bundles", _bool("", "allow_unsigned_bundles", self.allow_unsigned_bundles))
         _set(self, "bundle", _path("", "bundle", self.bundle))
         _set(self, "state_dir", _optional_path("", "state_dir", self.state_dir))
         for name, cls in _SECTIONS.items():
@@ -391,6 +445,28 @@ class DaemonConfig:
     def to_dict(self) -> dict[str, Any]:
         """A mapping shaped like the TOML file (paths as strings, unset values left out)."""
         return _plain(self)
+
+    def bundle_trust(self) -> TrustPolicy:
+        """The trust policy :func:`~edgetune.edge.bundle.load_bundle` checks the bundle against."""
+        return TrustPolicy.of(self.trusted_keys, allow_unsigned=self.allow_unsigned_bundles)
+
+
+def _trusted_keys(value: Any) -> tuple[str, ...]:
+    """``trusted_keys``: a list of ``ed25519:<base64>`` keys or key file paths, each one parsed now
+    so that a wrong key fails at start-up, naming itself."""
+    allowed = "a list of public keys, each 'ed25519:<base64>' or the path of a .pub file holding one"
+    if isinstance(value, (str, PathLike)) or not isinstance(value, (list, tuple)):
+        raise _fail("", "trusted_keys", value, allowed)
+    keys = []
+    for i, item in enumerate(value):
+        if not isinstance(item, (str, PathLike)) or not str(item).strip():
+            raise _fail("", f"trusted_keys[{i}]", item, allowed)
+        try:
+            parse_public_key(item)
+        except ContractError as exc:
+            raise ConfigError(f"trusted_keys[{i}]: {exc}", "trusted_keys") from None
+        keys.append(str(item))
+    return tuple(keys)
 
 
 def _plain(obj: Any) -> Any:

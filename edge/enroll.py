@@ -160,6 +160,24 @@ def _bundle_l2(bundle: Bundle) -> float:
         else DEFAULT_L2
 
 
+@dataclass(frozen=True, eq=False)
+class EnrolmentData:
+    """What a modality hands the common refit: the files' labels, a way to make fit samples of
+    any of them, and the embeddings the clips are scored by.
+
+    labels: one per file. samples(idx): (x [M, D], labels [M], groups [M], pooled [len(idx), D])
+    for files ``idx``, augmented (a file and its copies share a group; the first ``len(idx)``
+    rows of ``pooled`` are the originals as run time scores them). embed(idx): the files'
+    embeddings as run time computes them. window_fit: every window was a sample.
+    """
+
+    labels: tuple[str, ...]
+    samples: Any
+    embed: Any
+    skipped: tuple[SkippedFile, ...]
+    window_fit: bool = False
+
+
 def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *, holdout_fraction: float = 0.25,
            seed: int = 0, models: AudioModels | None = None, providers: ProviderSettings | None = None,
            copies: int = DEFAULT_COPIES, l2: float | None = None, steps: int = DEFAULT_STEPS) -> EnrollReport:
@@ -168,18 +186,44 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
     ``copies``: augmented copies per fit clip (0: none). ``l2``: a fixed strength instead of the
     cross-validated choice. Promoted (made current) only if its accuracy on the held-out samples
     (the user's and the replay set's) is not lower than the current head's. Unreadable files are
-    skipped and listed.
+    skipped and listed. Photos (a head on the image embedding): :func:`edgetune.edge.image.enroll.enroll_images`.
     """
+    check_enrolment(bundle, store, copies)
+    models = models if models is not None else AudioModels(bundle, providers)
+    data = read_folder(data_dir, models.rate_hz, models.clip_samples)
+    spec = models.embedder_spec
+    window_fit = spec.n_windows > 1 and spec.pooling == "mean"
+    y = np.asarray(data.labels)
+
+    def samples(idx: np.ndarray):
+        clips, groups = augment_clips(data.clips[idx], models.rate_hz, copies, seed)
+        return _fit_samples(models, clips, y[idx][groups], groups, window_fit)
+
+    def embed(idx: np.ndarray) -> np.ndarray:
+        return models.embed_clips(data.clips[idx]) if idx.size else np.zeros((0, models.embedding_size), np.float32)
+
+    return refit_and_promote(bundle, store, EnrolmentData(tuple(data.labels), samples, embed, data.skipped,
+                                                          window_fit),
+                             holdout_fraction=holdout_fraction, seed=seed, copies=copies, l2=l2, steps=steps)
+
+
+def check_enrolment(bundle: Bundle, store: HeadStore, copies: int) -> None:
     if store.bundle.content_id != bundle.content_id:
         raise UsageError(f"head store is for bundle content {store.bundle.content_id}, not {bundle.content_id}")
     if not isinstance(copies, int) or isinstance(copies, bool) or not 0 <= copies <= 32:
-        raise UsageError(f"copies is {copies!r}; expected an integer in 0..32 (augmented copies per clip)")
-    models = models if models is not None else AudioModels(bundle, providers)
-    data = read_folder(data_dir, models.rate_hz, models.clip_samples)
+        raise UsageError(f"copies is {copies!r}; expected an integer in 0..32 (augmented copies per file)")
+    spec = bundle.heads[store.head_name].spec if store.head_name in bundle.heads else None
+    if spec is not None and spec.input == "fused":
+        raise UsageError(f"head {spec.name} is a fused head ({spec.fusion}); the device refits heads on one "
+                         "modality (audio or image): retrain fused heads with `edgetune export`")
+
+
+def refit_and_promote(bundle: Bundle, store: HeadStore, data: EnrolmentData, *, holdout_fraction: float, seed: int,
+                      copies: int, l2: float | None, steps: int) -> EnrollReport:
+    """The modality-neutral part of an enrolment: split, choose L2, refit, compare, promote, save."""
     parent = store.current_version
     old = store.head(parent)
-    spec = models.embedder_spec
-    window_fit = spec.n_windows > 1 and spec.pooling == "mean"
+    window_fit = data.window_fit
 
     fit, held = stratified_split(data.labels, holdout_fraction, seed)
     y = np.asarray(data.labels)
@@ -192,13 +236,10 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
         r_fit, r_held = stratified_split(r_lab, holdout_fraction, seed + 1)
     common = dict(init_weight=old.weight, init_bias=old.bias, init_labels=old.labels, anchor=True, steps=steps,
                   replay=(r_emb[r_fit], r_lab[r_fit].tolist()) if r_fit.size else None)
-
-    def samples(idx: np.ndarray):
-        clips, groups = augment_clips(data.clips[idx], models.rate_hz, copies, seed)
-        return _fit_samples(models, clips, y[idx][groups], groups, window_fit)
+    samples = data.samples
 
     x, x_lab, x_groups, pooled = samples(fit)
-    held_emb = models.embed_clips(data.clips[held]) if held.size else np.zeros((0, old.embedding_size), np.float32)
+    held_emb = data.embed(held)
     centre = _bundle_l2(bundle)
     if l2 is not None:
         chosen, how = float(l2), "given"
@@ -229,7 +270,7 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
     else:
         promoted, reason = False, f"held-out accuracy would drop {before:.3f} -> {after:.3f}"
     if promoted and held.size:  # the checked recipe, refitted on every file
-        every = np.arange(len(data))
+        every = np.arange(len(data.labels))
         x_all, lab_all, _, _ = samples(every)
         weight, bias, labels = fit_head(x_all, lab_all.tolist(), l2=chosen, **common)
         new = Head(weight, bias, labels)
@@ -240,10 +281,10 @@ def enroll(bundle: Bundle, data_dir: str | os.PathLike[str], store: HeadStore, *
     new_labels = tuple(lab for lab in labels if lab not in old.labels)
     details = {"per_label": per_label, "new_labels": list(new_labels), "reason": reason, "l2": chosen,
                "l2_choice": how, "copies": copies, "window_fit": window_fit, **acc}
-    entry = store.add(new, parent=parent, n_samples=int((len(data) if promoted else fit.size) + r_fit.size),
+    entry = store.add(new, parent=parent, n_samples=int((len(data.labels) if promoted else fit.size) + r_fit.size),
                       accuracy_before=before, accuracy_after=after, promote=promoted, details=details)
     report = EnrollReport(version=entry.version, parent_version=parent, promoted=promoted, reason=reason,
-                          labels=labels, new_labels=new_labels, n_files=len(data), n_fit=int(fit.size),
+                          labels=labels, new_labels=new_labels, n_files=len(data.labels), n_fit=int(fit.size),
                           n_holdout=int(held.size), n_replay_fit=int(r_fit.size), n_replay_holdout=int(r_held.size),
                           l2=chosen, l2_choice=how, copies=copies, window_fit=window_fit,
                           per_label=per_label, skipped=data.skipped, **acc)

@@ -1,4 +1,4 @@
-"""Accuracy and confusion matrix of a head on a folder of labelled audio files.
+"""Accuracy and confusion matrix of a head on a folder of labelled audio files or photos.
 
 Rows of the confusion matrix are true labels, columns predicted labels. The columns are the
 head's labels; the rows are the labels the data has: those the head knows, in the head's order,
@@ -86,12 +86,20 @@ def evaluate_embeddings(embeddings: np.ndarray, true_labels: Sequence[str], head
 
 def evaluate_folder(bundle: Bundle, data_dir: str | os.PathLike[str], weight: np.ndarray, bias: np.ndarray,
                     labels: Sequence[str], *, models: AudioModels | None = None,
-                    providers: ProviderSettings | None = None) -> EvalResult:
-    """Evaluate the head (``weight`` [C, D], ``bias`` [C], C ``labels``) on ``data_dir/<label>/*``.
+                    providers: ProviderSettings | None = None, modality: str = "audio") -> EvalResult:
+    """Evaluate the head (``weight`` [C, D], ``bias`` [C], C ``labels``) on ``data_dir/<label>/*``:
+    audio files, or photos when ``modality`` is ``image``.
 
     Files that cannot be read are skipped and listed in ``skipped``.
     """
     head = Head(weight, bias, tuple(labels))
+    if modality == "image":
+        from .image.io import read_image_folder
+        from .image.models import ImageModels
+
+        image_models = models if models is not None else ImageModels(bundle, providers)
+        photos = read_image_folder(data_dir)
+        return evaluate_embeddings(image_models.embed(photos.frames), photos.labels, head, photos.skipped)
     models = models if models is not None else AudioModels(bundle, providers)
     data = embed_folder(models, data_dir)
     return evaluate_embeddings(data.embeddings, data.labels, head, data.skipped)

@@ -7,9 +7,9 @@
         summaries = device.run()                 # until the source ends or device.stop()
 
 It builds one pipeline per modality of the bundle, each by its modality's builder
-(:data:`BUILDERS`: today ``audio``, from the ``[audio]`` section; a camera brings its own source,
-preprocessor and postprocessor and one line here), the named heads of that modality from their
-versioned stores, and the sinks: extra sinks given by the caller, then telemetry when
+(:data:`BUILDERS`: ``audio`` from the ``[audio]`` section, ``image`` from ``[camera]``), the
+named heads of that modality from their versioned stores, a ``fused`` pipeline when the bundle
+has fused heads (its source pairs the modalities' embeddings, ``pipeline/fuse.py``), and the sinks: extra sinks given by the caller, then telemetry when
 ``[mqtt] host`` is set. While running, it looks for head versions that changed beside it (an
 ``edge enroll`` or ``edge heads --rollback``) and swaps them in, and tells the server in the
 retained status.
@@ -77,9 +77,35 @@ def _audio(ctx: Context, stores: dict[str, HeadStore]) -> Pipeline:
     return from_config(ctx, stores)
 
 
-#: modality -> its pipeline builder, called with the context and the stores of the modality's heads
-#: (a camera joins with ``"image": _image``).
-BUILDERS = {"audio": _audio}
+def _image(ctx: Context, stores: dict[str, HeadStore]) -> Pipeline:
+    from .image.pipeline import from_config
+
+    return from_config(ctx, stores)
+
+
+#: modality -> its pipeline builder, called with the context and the stores of the modality's heads.
+BUILDERS = {"audio": _audio, "image": _image}
+
+
+def _fused(ctx: Context, stores: dict[str, HeadStore], pairing) -> Pipeline:
+    """The fused heads' pipeline: its source pairs the modalities' embeddings (``pipeline/fuse.py``);
+    events go through a frame detector with the ``[camera]`` section's threshold, smoothing and hold."""
+    from .image.detect import FrameDetector, FrameDetectorSettings
+    from .pipeline.fuse import PairedPreprocessor, PassEmbedder
+    from .pipeline.heads import ActiveHead, HeadSet
+
+    cam = ctx.config.camera
+    settings = FrameDetectorSettings(threshold=cam.threshold, smoothing_frames=cam.smoothing_frames, hold_s=cam.hold_s)
+    heads = HeadSet([ActiveHead(name, store.head(store.current_version), store.current_version)
+                     for name, store in stores.items()])
+
+    def postprocessor(head_name: str, labels) -> FrameDetector:
+        return FrameDetector(labels, settings, background_label=ctx.bundle.heads[head_name].spec.background_label)
+
+    return Pipeline(name="fused", modality="fused", source=pairing, preprocess=PairedPreprocessor(pairing),
+                    embed=PassEmbedder(), heads=heads, postprocessor=postprocessor, provider="numpy",
+                    bundle_id=ctx.bundle.bundle_id, bundle_version=ctx.bundle.bundle_version,
+                    info={"inputs": list(pairing.inputs), "driver": pairing.driver, "window_s": pairing.window_s})
 
 
 class Device:
@@ -89,22 +115,33 @@ class Device:
                  models=None) -> None:
         self.config = config
         self.state_dir = resolve_state_dir(config.state_dir)
-        self.bundle = load_bundle(config.bundle, state_dir=self.state_dir)
+        self.bundle = load_bundle(config.bundle, trust=config.bundle_trust(), state_dir=self.state_dir)
         manifest = self.bundle.manifest
         unsupported = [m for m in manifest.modalities if m not in BUILDERS]
-        if unsupported or manifest.fusion.kind != "none":
-            raise ContractError(f"bundle {self.bundle.bundle_id} has modalities {list(manifest.modalities)} and "
-                                f"fusion {manifest.fusion.kind!r}; this device runs {sorted(BUILDERS)} pipelines "
-                                "without fusion (camera pipelines and fusion come with the image path)")
+        if unsupported:
+            raise ContractError(f"bundle {self.bundle.bundle_id} has modalities {list(manifest.modalities)}; "
+                                f"this device runs {sorted(BUILDERS)} pipelines")
         ctx = Context(config, self.state_dir, self.bundle, provider_settings(config), raw_rate_hz, models)
         self._watched = []
+        self.pairing = None
+        by_modality = {}
         for modality in manifest.modalities:
             stores = head_stores(self.bundle, self.state_dir, modality)
-            if not stores:
+            if not stores:  # a fused head alone does not make a pipeline: each modality needs its own head
                 raise ContractError(f"bundle {self.bundle.bundle_id} has no head on the {modality} embedding; "
                                     f"heads are {[(h.name, h.input) for h in manifest.heads]}")
             pipeline = BUILDERS[modality](ctx, stores)
+            by_modality[modality] = pipeline
             self._watched.append(_Watched(pipeline, stores, pipeline.heads.versions()))
+        fused = head_stores(self.bundle, self.state_dir, "fused")
+        if fused:
+            from .pipeline.fuse import Pairing
+
+            self.pairing = Pairing(manifest.fusion.inputs, manifest.fusion.window_s)
+            for modality in manifest.fusion.inputs:
+                by_modality[modality].taps.append(self.pairing.tap(modality))
+            pipeline = _fused(ctx, fused, self.pairing)
+            self._watched.append(_Watched(pipeline, fused, pipeline.heads.versions()))
         self.telemetry = None
         if config.mqtt.enabled:
             from .telemetry.publisher import Telemetry
@@ -168,6 +205,9 @@ class Device:
             except BaseException as exc:  # re-raised in the caller's thread, after the others stop
                 failures.append(exc)
                 self.stop()
+            finally:
+                if self.pairing is not None and w.pipeline.modality in self.pairing.inputs:
+                    self.pairing.finish(w.pipeline.modality)
 
         threads = [threading.Thread(target=one, args=(i, w), name=f"pipeline-{w.pipeline.name}", daemon=True)
                    for i, w in enumerate(self._watched)]

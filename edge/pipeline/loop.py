@@ -137,6 +137,12 @@ class _Run:
             log.error("%s: step %d (%.2f s) failed, skipped: %s", self.p.name, step.index, step.offset_s, exc)
             return
         latency_ms = 1000.0 * (time.perf_counter() - t0)
+        for tap in self.p.taps:
+            try:
+                tap(step, embedding)
+            except Exception as exc:  # a failing fuse stage must not end this modality's stream
+                self.errors["tap_errors"] = self.errors.get("tap_errors", 0) + 1
+                log.error("%s: step %d: fuse stage failed: %s", self.p.name, step.index, exc)
         self.window.append(latency_ms)
         self.latencies.append(latency_ms)
         for name, post in posteriors.items():

@@ -8,6 +8,8 @@ A pipeline (:class:`Pipeline`) is one modality's stages over one source:
   unit of inference (an audio hop, a camera frame), with the stream time it ends at. The result
   must not depend on how the input was chunked.
 - **embed** (:class:`Embedder`): a step to the embedding the heads read, float32 [D].
+- **fuse** (optional, :mod:`.fuse`): the pipeline's *taps* get each embedding; a fused pipeline
+  pairs those of several modalities for its heads.
 - **heads**: :class:`~.heads.HeadSet`, every named head of the pipeline's modality.
 - **postprocess** (:class:`Postprocessor`, one per head): per-step posteriors to events.
 
@@ -100,6 +102,9 @@ class Pipeline:
     bundle_id: str
     bundle_version: str
     info: dict[str, Any] = field(default_factory=dict)
+    #: Called with (step, embedding) after each embedding, before the heads: the fuse stage
+    #: (:mod:`.fuse`) pairs the modalities' embeddings this way.
+    taps: list[Callable[[Step, np.ndarray], None]] = field(default_factory=list)
 
     @property
     def uri(self) -> str:
