@@ -3,15 +3,20 @@
 1. The exporter synthesises speech with espeak-ng, trains a keyword head (the ten digits and a
    dozen commands) on Google's pretrained ``speech_embedding`` backbone, tests it on held-out
    voices beside the baselines (MFCC + linear model / decision tree, a DS-CNN from scratch), and
-   exports the bundle.
-2. A Mosquitto broker on a free port and the server (SQLite in the work folder, HTTP on a free
-   port) start.
-3. The device verifies the bundle, measures its head on held-out clips that include three
-   words the source model never heard, fine-tunes the head on a few clips of them spoken by
-   the site's voices, and measures again.
-4. The device streams a WAV of held-out clips through the new head and publishes its
+   exports the audio bundle.
+2. It trains an image head on handwritten digits (scikit-learn's, held-out writers) over the
+   ImageNet-pretrained EfficientNet-Lite0, and fused heads (concat and gated) on spoken +
+   handwritten digit pairs, reports them clean and with one modality corrupted, and exports one
+   signed bundle with both modalities and the fusion (``demo_av.py``).
+3. A locked Mosquitto broker on a free port and the server (SQLite in the work folder, HTTP on
+   a free port) start.
+4. The device verifies the bundle, measures its keyword head on held-out clips that include
+   three words the source model never heard, fine-tunes it on a few clips of them spoken by the
+   site's voices, and measures again.
+5. The device streams a WAV of held-out clips and, as its camera, a folder of frames showing
+   each spoken digit handwritten: three pipelines (microphone, camera, fused) publish their
    detections and metrics over MQTT; the server stores them.
-5. A summary: accuracies, events published and stored, the dashboard's address.
+6. A summary: accuracies, the fusion table, events published and stored, the dashboard's address.
 
 Everything lands in a temporary folder, or in ``--out DIR``, which is kept.
 """
@@ -74,8 +79,10 @@ class _Steps:
 
 def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> dict[str, Any]:
     """Run the whole path in ``out`` and return the summary (see :func:`render`)."""
+    from edgetune.contract.signing import TrustPolicy
     from edgetune.edge.bundle import load_bundle
     from edgetune.edge.enroll import enroll
+    from edgetune.export.signing import load_signing_key
     from edgetune.edge.audio.models import AudioModels
     from edgetune.edge.dataset import embed_folder
     from edgetune.edge.evaluate import evaluate_embeddings
@@ -84,9 +91,9 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     from edgetune.export.transfer import TransferConfig, train_transfer_bundle
     from edgetune.localbroker import LocalBroker
 
-    from . import demo_data
+    from . import demo_av, demo_data
 
-    step = _Steps(6)
+    step = _Steps(8)
     t_start = time.perf_counter()
     state_dir = _fresh(out / "device-state")  # a rerun in the same --out starts a new device
     for old in ("server.db", "server.db-wal", "server.db-shm"):
@@ -94,15 +101,23 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
 
     step("exporter: synthesising speech, training a head on the pretrained speech_embedding backbone")
     config = TransferConfig() if epochs is None else TransferConfig(ds_cnn=TrainConfig(epochs=epochs, baselines=False))
-    trained = train_transfer_bundle(out / "bundle", config, progress=True, overwrite=True)
+    trained = train_transfer_bundle(out / "audio-bundle", config, progress=True, overwrite=True)
     host = trained.metrics["test"]
+
+    step("exporter: handwritten digits on the pretrained EfficientNet-Lite0 (export train --modality image)")
+    photos = demo_av.digit_photos(seed=config.seed)
+    image = _train_images(out, photos, config.seed)
+
+    step("exporter: fused heads (concat, gated) on spoken + handwritten digit pairs; one bundle for both")
+    fusion = _fuse(out, config, photos, image)
 
     step("on-site data: new keywords from the site's voices, held-out voices for testing")
     site = demo_data.write_site_data(_fresh(out / "site-data"), config.data.test_voices, seed=config.seed)
     eval_dir = demo_data.merge_label_folders(_fresh(out / "eval"), trained.test_data_dir, site / "test")
 
     step("device: verifying the bundle and measuring the bundle's head on held-out clips")
-    bundle = load_bundle(out / "bundle", state_dir=state_dir)
+    # The exporter signed the bundle with its key (export/signing.py); the demo's device trusts that key.
+    bundle = load_bundle(out / "bundle", trust=TrustPolicy.of([load_signing_key().public]), state_dir=state_dir)
     store = HeadStore(bundle, state_dir)
     models = AudioModels(bundle, state_dir=state_dir)
     held_out = embed_folder(models, eval_dir)  # embedded once, scored by both heads
@@ -113,9 +128,9 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
     head = store.head()
     after = evaluate_embeddings(held_out.embeddings, held_out.labels, head)
 
-    step("broker + server + device: streaming held-out clips, publishing over MQTT")
-    with LocalBroker(workdir=out / "broker") as broker:
-        stream = _stream(out, bundle, models, eval_dir, broker, serve_s)
+    step("broker + server + device: microphone, camera and fused pipelines, publishing over MQTT")
+    with LocalBroker(workdir=out / "broker", devices=[DEVICE_ID]) as broker:  # locked: a user per client, an ACL
+        stream = _stream(out, bundle, models, eval_dir, broker, serve_s, photos["test"])
 
     step("done")
     return {
@@ -130,6 +145,11 @@ def run_demo(out: Path, *, epochs: int | None = None, serve_s: float = 0.0) -> d
                    "new_words": {"before": _accuracy_on(before, demo_data.NEW_WORDS, True),
                                  "after": _accuracy_on(after, demo_data.NEW_WORDS, True)},
                    "head_version": store.current_version, "promoted": report.promoted},
+        "image": {"test_accuracy": image.metrics["test"]["accuracy"], "n": image.metrics["test"]["n"],
+                  "backbone": image.manifest.provenance["config"]["backbone"],
+                  "baselines": {k: v.get("accuracy") for k, v in image.metrics.get("baselines", {}).items()},
+                  "parity": image.manifest.parity.get("image_embedder.onnx", {}).get("max_rel_error")},
+        "fusion": fusion,
         **stream,
         "out": str(out),
         "wall_s": round(time.perf_counter() - t_start, 1),
@@ -153,34 +173,82 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _stream(out: Path, bundle, models, eval_dir: Path, broker, serve_s: float) -> dict[str, Any]:
+def _train_images(out: Path, photos, seed: int):
+    """The image bundle: the photos as a folder per label, through ``export train --modality image``."""
+    from edgetune.export.image_transfer import ImageTransferConfig, train_image_bundle
+
+    from . import demo_av
+
+    folder = demo_av.write_photo_folder(_fresh(out / "photos"), photos)
+    return train_image_bundle(out / "image-bundle", folder, ImageTransferConfig(seed=seed, bundle_id="edgetune-digits"),
+                              overwrite=True)
+
+
+def _fuse(out: Path, config, photos, image) -> dict[str, Any]:
+    """Fused heads on pairs of the audio bundle's own clips and the photos, embedded by the two
+    bundles' graphs; the audio-visual bundle at ``out/bundle``. Returns the fusion report."""
+    from edgetune.edge.audio.models import AudioModels
+    from edgetune.edge.image.models import ImageModels
+    from edgetune.edge.runtime.providers import ProviderSettings
+    from edgetune.export.av_bundle import write_av_bundle
+    from edgetune.export.data.speech import synthesize_splits
+
+    from . import demo_av
+
+    every_core = ProviderSettings(providers=("cpu",), intra_op_threads=0)
+    audio = AudioModels.from_files(config.audio_spec(), out / "audio-bundle", every_core)
+    images = ImageModels.from_files(image.manifest.image, out / "image-bundle", every_core)
+    pairs = demo_av.fusion_pairs(synthesize_splits(config.data), photos, seed=config.seed)
+    study = demo_av.train_fused_heads(pairs, audio.embed_clips, images.embed, seed=config.seed)
+    write_av_bundle(out / "bundle", audio_bundle=out / "audio-bundle", image_bundle=out / "image-bundle",
+                    fused=[study.heads["concat"].head_arrays("digits_concat"),
+                           study.heads["gated"].head_arrays("digits_gated")],
+                    window_s=0.5, bundle_id="edgetune-demo-av", bundle_version="1.0.0",
+                    metrics={"fusion": study.table.to_dict()}, overwrite=True)
+    return {"table": study.table.accuracy, "gates": study.table.gates, "n": study.table.n,
+            "rendered": study.table.render(), "timings_s": study.timings_s}
+
+
+def _stream(out: Path, bundle, models, eval_dir: Path, broker, serve_s: float, photos) -> dict[str, Any]:
     """The device as ``edge run`` runs it (:class:`~edgetune.edge.wiring.Device` from a config),
-    streaming a WAV of held-out clips to the broker, and the server storing what arrives."""
+    streaming a WAV of held-out clips and a camera of handwritten digits to the broker, and the
+    server storing what arrives."""
     from edgetune.edge.config import DaemonConfig
     from edgetune.edge.sinks import CollectingSink
     from edgetune.edge.wiring import Device
+    from edgetune.export.signing import load_signing_key
+    from edgetune.localbroker import SERVER_USER
     from edgetune.server.ingest import IngestConfig
     from edgetune.server.service import Server, ServerConfig
 
-    from . import demo_data
+    from . import demo_av, demo_data
 
     truth = demo_data.write_stream(eval_dir, out / "stream.wav")
+    stream_s = truth[-1].start_s + 2.0
+    shown = demo_av.write_camera(truth, photos, _fresh(out / "camera"), stream_s)
     host, port = broker.address
     token = secrets.token_urlsafe(16)
     server = Server(ServerConfig(db=str(out / "server.db"), http_port=0, token=token,
-                                 ingest=IngestConfig(host=host, port=port, client_id="edgetune-demo-server")))
+                                 ingest=IngestConfig(host=host, port=port, client_id="edgetune-demo-server",
+                                                     username=SERVER_USER, password=broker.password(SERVER_USER))))
     server.start()
     try:
         if not server.wait_subscribed(10.0):
             raise RuntimeError(f"the server did not subscribe to the broker at {host}:{port} within 10 s")
         config = DaemonConfig(device_id=DEVICE_ID, bundle=bundle.directory, state_dir=out / "device-state",
-                              audio={"source": f"wav:{out / 'stream.wav'}"}, mqtt={"host": host, "port": port},
-                              metrics={"interval_s": 5.0})
+                              audio={"source": f"wav:{out / 'stream.wav'}"},
+                              camera={"source": f"images:{out / 'camera'}", "folder_fps": demo_av.CAMERA_FPS,
+                                      "rate_hz": demo_av.CAMERA_FPS, "threshold": demo_av.CAMERA_THRESHOLD},
+                              mqtt={"host": host, "port": port, "username": DEVICE_ID,
+                                    "password_file": broker.password_file(DEVICE_ID)},
+                              metrics={"interval_s": 5.0},
+                              trusted_keys=(load_signing_key().public.to_text(),))
         collected = CollectingSink()
         device = Device.from_config(config, sinks=[collected], models=models)
         try:
             device.telemetry.wait_connected(10.0)
-            (summary,) = device.run()
+            summaries = {s.pipeline: s for s in device.run()}
+            summary = summaries["audio"]
             flushed = device.telemetry.flush(30.0)
             sent = device.telemetry.counters
         finally:
@@ -190,7 +258,12 @@ def _stream(out: Path, bundle, models, eval_dir: Path, broker, serve_s: float) -
         stats = server.store.stats()
         clip_s = bundle.manifest.audio.clip_samples / bundle.manifest.audio.sample_rate_hz
         scored = demo_data.score_stream(truth, [(d.detection.label, d.detection.offset_s)
-                                                for d in collected.events], clip_s)
+                                                for d in collected.events if d.pipeline == "audio"], clip_s)
+        seen = {}
+        for name, head in (("camera", "objects"), ("fused", "digits_concat"), ("fused", "digits_gated")):
+            seen[f"{name}:{head}"] = demo_data.score_stream(
+                shown, [(d.detection.label, d.detection.offset_s) for d in collected.events
+                        if d.pipeline == name and d.head == head], demo_av.SHOW_S)
         if serve_s > 0:
             print(f"dashboard: {server.url}?token={token}  (serving for {serve_s:g} s)", file=sys.stderr, flush=True)
             time.sleep(serve_s)
@@ -202,6 +275,9 @@ def _stream(out: Path, bundle, models, eval_dir: Path, broker, serve_s: float) -
         "stream": {"audio_s": round(summary.stream_s, 1), "hops": summary.steps, "provider": summary.provider,
                    "hop_ms": pipeline.info["hop_ms"], "backbone": pipeline.info["backbone"],
                    "latency_ms": summary.latency_ms, "errors": summary.errors, **scored},
+        "camera": {"frames": summaries["camera"].steps, "fused_steps": summaries["fused"].steps,
+                   "latency_ms": summaries["camera"].latency_ms, "errors": summaries["camera"].errors,
+                   "fused_errors": summaries["fused"].errors, "digits_shown": len(shown), "scored": seen},
         "telemetry": {"events_published": events, "events_stored": stored, "flushed": flushed,
                       "acked": sent.acked, "pending": sent.pending, "duplicates": stats.get("duplicates"),
                       "rejected": stats.get("rejected"), "stored_by_type": stats.get("stored")},
@@ -240,6 +316,15 @@ def render(s: dict[str, Any]) -> str:
         f"{st['hits']}/{st['keywords']} keywords detected, "
         f"{st['wrong_label']} wrong label, {st['spurious']} spurious; hop latency p50 "
         f"{st['latency_ms'].get('p50', 0):.2f} ms, p99 {st['latency_ms'].get('p99', 0):.2f} ms",
+        f"  exporter, image: {s['image']['backbone']} + linear head, held-out writers: "
+        f"{pct(s['image']['test_accuracy'])} (n={s['image']['n']}); pixels + logistic regression "
+        f"{', '.join(pct(v) for v in s['image']['baselines'].values())}",
+        "  exporter, fusion on held-out pairs (spoken digit + handwritten digit; accuracy per head):",
+        *("    " + line for line in s["fusion"]["rendered"].splitlines()),
+        f"  camera: {s['camera']['frames']} frames, {s['camera']['digits_shown']} digits shown; "
+        + "; ".join(f"{k} {v['hits']}/{v['keywords']} ({v['wrong_label']} wrong, {v['spurious']} spurious)"
+                    for k, v in s["camera"]["scored"].items())
+        + f"; fused steps skipped for stale audio: {s['camera']['fused_errors'].get('fusion_missing_audio', 0)}",
         f"  events published: {t['events_published']}   events stored by the server: {t['events_stored']}"
         f"   (duplicates {t['duplicates']}, rejected {t['rejected']})",
         f"  dashboard (while running): {s['dashboard']}",

@@ -111,10 +111,13 @@ function renderEvents(data, now) {
     const b = e.body;
     const source = el("td", b.source, "source");
     source.title = b.source;
-    return row([timeCell(e.observed_at, now), e.device, e.seq, b.label, Number(b.score).toFixed(3), b.modality,
-      source, b.head_version, b.latency_ms === undefined ? "" : Number(b.latency_ms).toFixed(1)]);
+    const tr = row([timeCell(e.observed_at, now), e.device, e.seq, b.pipeline, b.head, b.label,
+      Number(b.score).toFixed(3), b.modality, source, b.head_version,
+      b.latency_ms === undefined ? "" : Number(b.latency_ms).toFixed(1)]);
+    tr.className = "modality-" + (b.modality === "image" || b.modality === "fused" ? b.modality : "audio");
+    return tr;
   });
-  tbody.replaceChildren(...(rows.length ? rows : [placeholder(9, "no events yet")]));
+  tbody.replaceChildren(...(rows.length ? rows : [placeholder(11, "no events yet")]));
 }
 
 function svg(tag, attrs, text) {
