@@ -218,7 +218,7 @@ def _stream(out: Path, bundle, models, eval_dir: Path, broker, serve_s: float, p
     from edgetune.edge.wiring import Device
     from edgetune.export.signing import load_signing_key
     from edgetune.localbroker import SERVER_USER
-    from edgetune.server.ingest import IngestConfig
+    from edgetune.server.ingest_config import IngestConfig
     from edgetune.server.service import Server, ServerConfig
 
     from . import demo_av, demo_data

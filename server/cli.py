@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .ingest import IngestConfig
+    from .ingest_config import IngestConfig
     from .service import Server, ServerConfig
 
     broker_host, broker_port = parse_host_port(args.broker, "--broker")

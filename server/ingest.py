@@ -50,203 +50,21 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from edgetune.contract import acks, messages, topics
 from edgetune.contract.errors import ContractError
-from edgetune.errors import UsageError
 
+# IngestConfig and the reject bookkeeping live in their own modules; importable from here too.
+from .ingest_config import (MAX_PACKET_BYTES, QOS, IngestConfig, default_client_id,  # noqa: F401
+                            set_credentials, subscription_filters)
+from .rejects import REASONS, IngestCounters, RateLimit, classify  # noqa: F401
 from .store import HeadShapeError, Outcome, Store, StoreError
 
 log = logging.getLogger(__name__)
-
-#: Why a message was refused; the keys of ``IngestCounters.rejected``.
-REASONS = ("topic", "oversized", "not_json", "schema", "device_mismatch", "type_mismatch", "head_shape",
-           "internal_error")
-#: The broker is asked (MQTT v5 Maximum Packet Size) never to send us packets larger than this, in
-#: bytes: payloads up to it are refused and counted as ``oversized``; larger ones are dropped by
-#: the broker before they cost us memory.
-MAX_PACKET_BYTES = 4 * messages.MAX_PAYLOAD_BYTES
-QOS = 1
-
-
-def default_client_id() -> str:
-    """``edgetune-server-<hostname>``: stable across restarts (so the session resumes), different per host."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
-    return f"edgetune-server-{host}"
-
-
-def subscription_filters(shared: bool = True) -> list[str]:
-    """The topic filters to subscribe to: shared ones for load-splitting, except a plain ``status``.
-
-    Built from ``topics.server_subscriptions``; with ``shared=False`` exactly its plain list.
-    """
-    plain = topics.server_subscriptions(shared=False)
-    if not shared:
-        return plain
-    return [p if p.endswith("/status") else s for p, s in zip(plain, topics.server_subscriptions(shared=True))]
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """How to reach the broker and how to behave when things fail.
-
-    Times are in seconds.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    #: Fixed, so that the broker keeps our session (and queues messages) across restarts. Two
-    #: server instances on one broker need two ids. ``None``: :func:`default_client_id`.
-    client_id: str | None = None
-    #: MQTT v5 shared subscriptions, so that several instances split the load (and one that dies
-    #: leaves the group at once: see ``session_expiry_s``). Off by default: one instance with a
-    #: persistent session has the broker queue what arrives while it is away. Mosquitto 2.0.11 does
-    #: not restore shared subscriptions from its persistence file; what a restart drops because of
-    #: it, the devices send again (end-to-end acknowledgement).
-    shared: bool = False
-    keepalive_s: int = 30
-    #: How long the broker keeps our session (and queues QoS 1 messages) while we are away.
-    #: ``None``: a week with plain subscriptions, 0 (no session kept) with shared ones, so that
-    #: a dead member's share goes to the living at once (see the module docstring).
-    session_expiry_s: int | None = None
-    #: First and longest wait before reconnecting to the broker (each drawn with jitter).
-    reconnect_min_delay_s: float = 0.5
-    reconnect_max_delay_s: float = 4.0
-    #: Most messages stored in one transaction.
-    batch_max: int = 500
-    #: How often the devices heard from are checked for missing sequence numbers.
-    gap_check_interval_s: float = 10.0
-    #: First and largest delay between attempts to store a message the database refused.
-    store_retry_s: float = 0.5
-    store_retry_max_s: float = 10.0
-    #: At most one WARNING per reject reason (and one ERROR for store failures) per this many seconds.
-    reject_log_interval_s: float = 10.0
-    #: Broker user name; ``None`` connects anonymously. The ACL in ``deploy/broker/acl`` grants
-    #: the user ``edgetune-server`` read on every device's telemetry and write on cmd/ack/fleet head.
-    username: str | None = None
-    #: That user's password (the CLI reads it from a file, never from its command line).
-    password: str | None = field(default=None, repr=False)
-    #: TLS to the broker. ``tls_ca_file``: PEM of the CA that signed the broker's certificate
-    #: (None: the system's CAs); ``tls_cert_file``/``tls_key_file``: a client certificate, for
-    #: brokers that require one. Any of the files turns TLS on.
-    tls: bool = False
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise UsageError("broker host is empty; expected a host name or address such as '127.0.0.1'")
-        if not 0 < self.port < 65536:
-            raise UsageError(f"broker port is {self.port}; expected 1-65535 (MQTT's default is 1883)")
-        if self.client_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.client_id):
-            raise UsageError(f"client id {self.client_id!r} is not allowed; expected 1-64 letters, digits, '_', '.', '-'")
-        for name in ("keepalive_s", "reconnect_min_delay_s", "reconnect_max_delay_s", "batch_max",
-                     "gap_check_interval_s"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"{name} is {getattr(self, name)}; expected a number > 0")
-        if self.session_expiry_s is not None and not 0 <= self.session_expiry_s < 2**32:
-            raise UsageError(f"session_expiry_s is {self.session_expiry_s}; expected 0 to 2**32 - 1 seconds, "
-                             "or None for the default")
-        if self.reconnect_max_delay_s < self.reconnect_min_delay_s:
-            raise UsageError(f"reconnect_max_delay_s ({self.reconnect_max_delay_s}) is below "
-                             f"reconnect_min_delay_s ({self.reconnect_min_delay_s})")
-        if not 0 < self.store_retry_s <= self.store_retry_max_s:
-            raise UsageError(f"store_retry_s is {self.store_retry_s} and store_retry_max_s is {self.store_retry_max_s}; "
-                             "expected 0 < store_retry_s <= store_retry_max_s")
-        if self.reject_log_interval_s < 0:
-            raise UsageError(f"reject_log_interval_s is {self.reject_log_interval_s}; expected >= 0")
-        if self.username is not None and not 0 < len(self.username) <= 256:
-            raise UsageError(f"broker user name {self.username!r} is not allowed; expected 1-256 characters")
-        if self.password is not None and self.username is None:
-            raise UsageError("a broker password is set without a user name; expected both (or neither)")
-        if self.tls_key_file is not None and self.tls_cert_file is None:
-            raise UsageError(f"TLS key file {self.tls_key_file!r} is set without a certificate file; "
-                             "expected tls_cert_file too")
-
-    @property
-    def uses_tls(self) -> bool:
-        """True when the connection to the broker is TLS (``tls`` or any TLS file set)."""
-        return self.tls or any(f is not None for f in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file))
-
-    @property
-    def resolved_client_id(self) -> str:
-        return self.client_id or default_client_id()
-
-    @property
-    def resolved_session_expiry_s(self) -> int:
-        """``session_expiry_s``, or its default: 0 with shared subscriptions, a week without."""
-        if self.session_expiry_s is not None:
-            return self.session_expiry_s
-        return 0 if self.shared else 7 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class IngestCounters:
-    """What this process's ingest has done since it started (a snapshot)."""
-
-    #: Every message delivered by the broker, valid or not, redeliveries included.
-    received: int = 0
-    #: New (device, seq), committed.
-    stored: int = 0
-    #: Already stored with the same content (broker or outbox replays, retained status on reconnect).
-    duplicates: int = 0
-    #: Already stored with different content: a device reused a seq (logged at WARNING).
-    conflicts: int = 0
-    #: reason (see :data:`REASONS`) -> messages refused.
-    rejected: Mapping[str, int] = field(default_factory=dict)
-    #: Failed attempts to write to the database (each retried).
-    store_errors: int = 0
-    #: True while the last write attempt failed.
-    store_failing: bool = False
-    #: Connected to the broker with our subscriptions in place.
-    subscribed: bool = False
-    #: End-to-end acknowledgements published to devices.
-    acks_sent: int = 0
-    #: Batches committed (each one transaction).
-    batches: int = 0
-    #: Sequence numbers missing (not stored) between first and last, summed over the devices
-    #: checked at the last gap check.
-    missing: int = 0
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received, "stored": self.stored, "duplicates": self.duplicates,
-            "conflicts": self.conflicts, "rejected": dict(self.rejected), "rejected_total": self.rejected_total,
-            "store_errors": self.store_errors, "store_failing": self.store_failing, "subscribed": self.subscribed,
-            "acks_sent": self.acks_sent, "batches": self.batches, "missing": self.missing,
-        }
-
-
-class _RateLimit:
-    """Say yes at most once per ``interval_s`` per key; count the no's in between."""
-
-    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
-        self._interval_s = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def allow(self, key: str) -> tuple[bool, int]:
-        """(log now?, how many were suppressed since the last one logged)."""
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False, 0
-        self._last[key] = now
-        return True, self._suppressed.pop(key, 0)
-
 
 def _describe(items: list[tuple[str | None, bytes, int, int]]) -> str:
     """``device/seq (topic)`` of the first decodable message of a batch, and how many more, for logs."""
@@ -291,25 +109,6 @@ class _PahoLog:
         self._logger.log(level, msg, *args)
 
 
-def classify(device: str, kind: str, payload: bytes) -> str:
-    """Why ``payload`` on a ``device``/``kind`` topic fails ``messages.decode_for_topic`` (a reason).
-
-    Only called after ``decode_for_topic`` refused the payload: it decides nothing, it names the
-    failure for the counters.
-    """
-    if len(payload) > messages.MAX_PAYLOAD_BYTES:
-        return "oversized"
-    try:
-        msg = messages.decode(payload)
-    except messages.NotJsonError:
-        return "not_json"
-    except ContractError:
-        return "schema"
-    if msg["device"] != device:
-        return "device_mismatch"
-    return "type_mismatch"
-
-
 class Ingest:
     """Subscribes to device telemetry and feeds :class:`Store`; see the module docstring.
 
@@ -331,7 +130,7 @@ class Ingest:
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._pending_subs: dict[int, list[str]] = {}
-        self._log_limit = _RateLimit(self.config.reject_log_interval_s, time.monotonic)
+        self._log_limit = RateLimit(self.config.reject_log_interval_s, time.monotonic)
         self._client: Any = None
         # Deliveries from paho's network thread to the batching worker: (topic, payload, mid, qos).
         self._inbox: queue.Queue[tuple[str | None, bytes, int, int]] = queue.Queue()
@@ -474,7 +273,7 @@ class Ingest:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.resolved_client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.enable_logger(_PahoLog(logging.getLogger(f"{__name__}.paho"), self._stopping))  # type: ignore[arg-type]
-        _set_credentials(client, cfg)
+        set_credentials(client, cfg)
         self._backoff.reset()
         first_delay = self._backoff.next_s()
         client.reconnect_delay_set(first_delay, first_delay)
@@ -702,19 +501,3 @@ class Ingest:
                             gaps["seq_first"], gaps["seq_last"])
         with self._lock:
             self._counts["missing"] = sum(self._missing_by_device.values())
-
-
-def _set_credentials(client: Any, cfg: IngestConfig) -> None:
-    """Give paho the user name, password and TLS settings of ``cfg``; UsageError if a TLS file is unusable."""
-    import ssl
-
-    if cfg.username is not None:
-        client.username_pw_set(cfg.username, cfg.password)
-    if not cfg.uses_tls:
-        return
-    try:
-        client.tls_set(ca_certs=cfg.tls_ca_file, certfile=cfg.tls_cert_file, keyfile=cfg.tls_key_file,
-                       cert_reqs=ssl.CERT_REQUIRED)
-    except (OSError, ssl.SSLError) as exc:  # a missing file, a PEM that does not parse
-        raise UsageError(f"MQTT TLS files (ca {cfg.tls_ca_file}, cert {cfg.tls_cert_file}, key {cfg.tls_key_file}) "
-                         f"cannot be loaded: {exc}") from None
