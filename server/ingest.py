@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import socket
 import threading
 import time
 from typing import Any, Callable
 
+from edgetune.backoff import JitteredBackoff
 from edgetune.contract import acks, messages, topics
 from edgetune.contract.errors import ContractError
 
@@ -76,24 +76,6 @@ def _describe(items: list[tuple[str | None, bytes, int, int]]) -> str:
         more = len(items) - 1
         return f"{msg['device']}/{msg['seq']} ({topic})" + (f" and {more} more message(s)" if more else "")
     return f"a batch of {len(items)} message(s)"
-
-
-class _Backoff:
-    """Reconnect waits: doubling from ``first_s`` up to ``longest_s``, each drawn uniformly in
-    [half, all] of the nominal value, so that instances do not reconnect in lock-step."""
-
-    def __init__(self, first_s: float, longest_s: float) -> None:
-        self.first_s, self.longest_s = first_s, longest_s
-        self._attempts = 0
-        self._rng = random.Random()
-
-    def next_s(self) -> float:
-        nominal = min(self.longest_s, self.first_s * 2 ** min(self._attempts, 32))
-        self._attempts += 1
-        return self._rng.uniform(nominal / 2, nominal)
-
-    def reset(self) -> None:
-        self._attempts = 0
 
 
 class _PahoLog:
@@ -135,7 +117,7 @@ class Ingest:
         # Deliveries from paho's network thread to the batching worker: (topic, payload, mid, qos).
         self._inbox: queue.Queue[tuple[str | None, bytes, int, int]] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._backoff = _Backoff(self.config.reconnect_min_delay_s, self.config.reconnect_max_delay_s)
+        self._backoff = JitteredBackoff(self.config.reconnect_min_delay_s, self.config.reconnect_max_delay_s)
         self._heard: set[str] = set()  # devices settled since the last gap check (worker thread only)
         self._missing_by_device: dict[str, int] = {}
         self._next_gap_check = 0.0

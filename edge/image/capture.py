@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from edgetune.backoff import JITTER, JitteredBackoff
 from edgetune.errors import UsageError, missing_extra
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ MAX_BAD_FRAMES_IN_A_ROW = 30
 STREAM_TIMEOUT_MS = 10_000
 #: Each backoff delay is drawn uniformly from [(1 - BACKOFF_JITTER) * d, d], d the doubling delay,
 #: so that cameras (or devices) that failed together do not all retry at the same instant.
-BACKOFF_JITTER = 0.5
+BACKOFF_JITTER = JITTER
 
 
 class VideoCaptureLike(Protocol):
@@ -117,12 +118,9 @@ def bgr_to_rgb(bgr: np.ndarray) -> np.ndarray:
 
 def backoff_delays(initial_s: float, max_s: float, rng: random.Random | None = None) -> Iterator[float]:
     """Seconds to wait before each reconnection attempt: ``initial_s`` doubling up to ``max_s``,
-    each drawn from [(1 - BACKOFF_JITTER) * d, d] for the doubling delay d (endless)."""
-    rng = rng or random.Random()
-    delay = initial_s
-    while True:
-        yield delay * (1.0 - BACKOFF_JITTER * rng.random())
-        delay = min(max_s, delay * 2.0)
+    each drawn from [(1 - BACKOFF_JITTER) * d, d] for the doubling delay d (endless;
+    :class:`edgetune.backoff.JitteredBackoff`, the policy every program uses)."""
+    return iter(JitteredBackoff(initial_s, max_s, rng))
 
 
 @dataclass

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from typing import TYPE_CHECKING, Any, Mapping
 
+from edgetune.backoff import JitteredBackoff  # noqa: F401 (the link imports it from here)
 from edgetune.contract import messages
 from edgetune.errors import UsageError
 
@@ -20,24 +20,6 @@ if TYPE_CHECKING:
 
 #: The link's logger: paho's own messages go to its ``.paho`` child.
 logger = logging.getLogger(__name__.rsplit(".", 1)[0] + ".link")
-
-
-class JitteredBackoff:
-    """Reconnect waits: doubling from ``first_s`` up to ``longest_s``, each drawn uniformly in
-    [half, all] of the nominal value; :meth:`reset` after a successful connection."""
-
-    def __init__(self, first_s: float, longest_s: float, rng: random.Random | None = None) -> None:
-        self.first_s, self.longest_s = first_s, longest_s
-        self._attempts = 0
-        self._rng = rng or random.Random()
-
-    def next_s(self) -> float:
-        nominal = min(self.longest_s, self.first_s * 2 ** min(self._attempts, 32))
-        self._attempts += 1
-        return self._rng.uniform(nominal / 2, nominal)
-
-    def reset(self) -> None:
-        self._attempts = 0
 
 
 def status_body(device_id: str, state: str, extra: Mapping[str, Any]) -> dict[str, Any]:
