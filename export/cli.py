@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="image: the backbone's weights in torchvision's format (the torchvision backbones)")
     train.add_argument("--allow-download", action="store_true",
                        help="image: let torchvision download its own weights (a machine that is online)")
+    train.add_argument("--no-antialias", action="store_true",
+                       help="image: plain bilinear resize in the graph, which TensorRT takes whole (its ONNX "
+                            "parser refuses the antialiased resize, so that node would run outside the engine)")
     train.add_argument("--epochs", type=int, help="DS-CNN training epochs (default 10)")
     train.add_argument("--no-baselines", action="store_true",
                        help="skip the baselines (MFCC + linear model / decision tree; the DS-CNN from scratch)")
@@ -142,7 +145,7 @@ def _train_images(args: argparse.Namespace):
     if args.words or args.epochs is not None:
         raise UsageError("--words and --epochs are for audio; --modality image trains a linear head on --data")
     config = ImageTransferConfig(backbone=args.backbone or "efficientnet_lite0", weights=args.weights,
-                                 allow_download=args.allow_download, seed=args.seed,
+                                 allow_download=args.allow_download, antialias=not args.no_antialias, seed=args.seed,
                                  baselines=not args.no_baselines)
     return train_image_bundle(args.out, args.data, config, overwrite=args.overwrite)
 
@@ -153,8 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.modality == "image":
         return _report_train(args, _train_images(args))
-    if args.weights or args.allow_download:
-        raise UsageError("--weights and --allow-download are for --modality image")
+    if args.weights or args.allow_download or args.no_antialias:
+        raise UsageError("--weights, --allow-download and --no-antialias are for --modality image")
     args.backbone = args.backbone or "speech_embedding"
 
     if args.data and args.words:

@@ -41,11 +41,16 @@ class ImageTransferConfig:
     backbone: a name of :data:`edgetune.export.image.backbones.IMAGE_BACKBONES`
     (``efficientnet_lite2`` transferred best to small real-photo tasks, FINDINGS.md; Lite0 is
     faster). weights: a torchvision-format weights file for the torchvision backbones.
+    antialias: see the field.
     """
 
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     allow_download: bool = False
+    #: Antialiased resize inside the graph (closer to how photos are usually shrunk). TensorRT 10's
+    #: ONNX parser refuses it, so ONNX Runtime would run that one node outside the engine; False
+    #: writes a plain bilinear resize that TensorRT takes whole.
+    antialias: bool = True
     l2_grid: tuple[float, ...] = L2_GRID
     replay_per_class: int = 32
     baselines: bool = True
@@ -118,7 +123,7 @@ def train_image_bundle(out_dir: Path, data_dir: Path, config: ImageTransferConfi
     start = time.perf_counter()
     work_dir = out_dir.with_name(out_dir.name + ".work")
     graphs = ImageGraphs(config.backbone, weights=None if config.weights is None else Path(config.weights),
-                         allow_download=config.allow_download)
+                         allow_download=config.allow_download, antialias=config.antialias)
     backbone_dir = work_dir / "backbone"
     if backbone_dir.exists():
         shutil.rmtree(backbone_dir)

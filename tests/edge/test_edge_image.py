@@ -158,3 +158,26 @@ def test_the_cli_enrols_and_evaluates_an_image_head(bundle, tmp_path, capsys):
     assert main(["edge", "evaluate", *common, "--data", str(data)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["head_version"] == 1 and result["accuracy"] == 1.0
+
+
+def test_edge_run_watches_a_camera_and_prints_one_event_per_object(bundle, tmp_path, capsys):
+    """`edge run --camera images:DIR`: the daemon's CLI path, a folder of frames as the camera."""
+    import json
+
+    import cv2
+
+    from edgetune.cli import main
+
+    frames = tmp_path / "camera"
+    frames.mkdir()
+    rng = np.random.default_rng(7)
+    for i, name in enumerate(["red"] * 4 + ["green"] * 4 + ["red"] * 2):
+        cv2.imwrite(str(frames / f"{i:02d}.png"), colour_photo(name, rng)[:, :, ::-1])
+    code = main(["edge", "run", "--bundle", str(bundle.directory), "--state-dir", str(tmp_path / "state"),
+                 "--camera", f"images:{frames}", "--camera-rate", "1", "--json"])
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    # One frame a second: red at 0 s, green at 4 s, red again at 8 s (out of view for 4 s > hold 2 s).
+    assert [(e["label"], e["pipeline"], e["head"], e["modality"]) for e in events] == [
+        ("red", "camera", "colours", "image"), ("green", "camera", "colours", "image"),
+        ("red", "camera", "colours", "image")]

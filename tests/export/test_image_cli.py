@@ -47,10 +47,24 @@ def test_train_writes_a_signed_image_bundle_and_evaluate_scores_it(photos, tmp_p
     assert result["n"] == metrics["test"]["n"] and result["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
 
 
+def test_a_bundle_for_tensorrt_has_a_plain_bilinear_resize(photos, tmp_path, capsys):
+    import onnx
+
+    from edgetune.cli import main
+
+    out = tmp_path / "trt"
+    assert main(["export", "train", "--modality", "image", "--data", str(photos), "--out", str(out),
+                 "--no-antialias", "--no-baselines", "--json"]) == 0
+    capsys.readouterr()
+    graph = onnx.load(str(out / "image_embedder.onnx")).graph
+    resizes = [n for n in graph.node if n.op_type == "Resize"]
+    assert resizes and all(a.i == 0 for n in resizes for a in n.attribute if a.name == "antialias")
+
+
 def test_words_or_weights_in_the_wrong_modality_are_refused(photos, tmp_path, capsys):
     from edgetune.cli import main
 
     assert main(["export", "train", "--modality", "image", "--out", str(tmp_path / "x")]) == 2
     assert "--modality image needs --data DIR" in capsys.readouterr().err
     assert main(["export", "train", "--weights", "w.pth", "--out", str(tmp_path / "y")]) == 2
-    assert "--weights and --allow-download are for --modality image" in capsys.readouterr().err
+    assert "--weights, --allow-download and --no-antialias are for --modality image" in capsys.readouterr().err
