@@ -11,7 +11,6 @@ refractory period still gives one event).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from edgetune.errors import UsageError
 
+from ..pipeline.smoothing import SmoothedBest
 from ..pipeline.stages import Detection
 
 
@@ -55,28 +55,18 @@ class Detector:
         self.labels = tuple(labels)
         self.settings = settings
         self.refractory_s = clip_s if settings.refractory_s is None else float(settings.refractory_s)
-        self._candidates = np.array([lab != background_label for lab in self.labels])
-        if not self._candidates.any():
-            raise ValueError(f"labels {self.labels} hold nothing but the background label; nothing could fire")
-        self._recent: deque[np.ndarray] = deque(maxlen=settings.smoothing_hops)
+        self._best = SmoothedBest(self.labels, settings.smoothing_hops, background_label)
         self._last_event_s: float | None = None
         self._armed = True
 
     def reset(self) -> None:
-        self._recent.clear()
+        self._best.reset()
         self._last_event_s = None
         self._armed = True
 
     def update(self, posteriors: np.ndarray, offset_s: float, latency_ms: float = 0.0) -> Detection | None:
         """Posteriors float [C] of the window ending at ``offset_s``; an event or ``None``."""
-        post = np.asarray(posteriors, dtype=np.float64)
-        if post.shape != (len(self.labels),):
-            raise ValueError(f"posteriors have shape {post.shape}; expected [{len(self.labels)}]")
-        self._recent.append(post)
-        smoothed = np.mean(self._recent, axis=0)
-        scores = np.where(self._candidates, smoothed, -np.inf)
-        best = int(np.argmax(scores))
-        score = float(smoothed[best])
+        best, score = self._best.update(posteriors)
         if score < self.settings.threshold:
             self._armed = True
             return None

@@ -10,7 +10,6 @@ that flicker between frames give one event each.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from edgetune.errors import UsageError
 
+from ..pipeline.smoothing import SmoothedBest
 from ..pipeline.stages import Detection
 
 
@@ -48,21 +48,12 @@ class FrameDetector:
                  background_label: str | None = None) -> None:
         self.labels = tuple(labels)
         self.settings = settings
-        self._candidates = np.array([lab != background_label for lab in self.labels])
-        if not self._candidates.any():
-            raise ValueError(f"labels {self.labels} hold nothing but the background label; nothing could fire")
-        self._recent: deque[np.ndarray] = deque(maxlen=settings.smoothing_frames)
+        self._best = SmoothedBest(self.labels, settings.smoothing_frames, background_label)
         self._last_seen_s = np.full(len(self.labels), -np.inf)
 
     def update(self, posteriors: np.ndarray, offset_s: float, latency_ms: float = 0.0) -> Detection | None:
         """Posteriors float [C] of the frame at ``offset_s``; an event or ``None``."""
-        post = np.asarray(posteriors, dtype=np.float64)
-        if post.shape != (len(self.labels),):
-            raise ValueError(f"posteriors have shape {post.shape}; expected [{len(self.labels)}]")
-        self._recent.append(post)
-        smoothed = np.mean(self._recent, axis=0)
-        best = int(np.argmax(np.where(self._candidates, smoothed, -np.inf)))
-        score = float(smoothed[best])
+        best, score = self._best.update(posteriors)
         if score < self.settings.threshold:
             return None
         fire = offset_s - self._last_seen_s[best] > self.settings.hold_s + 1e-9

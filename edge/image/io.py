@@ -134,9 +134,8 @@ class ImageFolder:
     skipped: tuple[SkippedFile, ...]
 
 
-def read_image_folder(data_dir: str | os.PathLike[str]) -> ImageFolder:
-    """Every photo of ``DIR/<label>/``; undecodable ones skipped with their reason."""
-    listed = iter_image_folder(data_dir)
+def decode_photos(listed: LabelledImages) -> ImageFolder:
+    """Decode every photo ``listed``; undecodable ones join ``skipped`` with their reason."""
     frames, labels, paths, skipped = [], [], [], list(listed.skipped)
     for label, path in listed:
         try:
@@ -147,7 +146,14 @@ def read_image_folder(data_dir: str | os.PathLike[str]) -> ImageFolder:
             continue
         labels.append(label)
         paths.append(str(path))
-    if not frames:
+    return ImageFolder(tuple(frames), tuple(labels), tuple(paths), tuple(skipped))
+
+
+def read_image_folder(data_dir: str | os.PathLike[str]) -> ImageFolder:
+    """Every photo of ``DIR/<label>/``; undecodable ones skipped with their reason."""
+    photos = decode_photos(iter_image_folder(data_dir))
+    if not photos.frames:
+        skipped = photos.skipped
         raise UsageError(f"no usable photos in {data_dir}: {len(skipped)} files skipped"
                          + (f" (first: {skipped[0].path}: {skipped[0].reason})" if skipped else ""))
-    return ImageFolder(tuple(frames), tuple(labels), tuple(paths), tuple(skipped))
+    return photos

@@ -72,7 +72,6 @@ Relu, BatchNormalization, LeakyRelu, Max, MaxPool.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -83,6 +82,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetune.contract import tensors
+from edgetune.contract.manifest import sha256_file  # noqa: F401 (speech_embedding_export uses it from here)
 from edgetune.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -314,15 +314,6 @@ def build_embedder_graph(src: Path) -> onnx.ModelProto:
         [helper.make_tensor_value_info(tensors.AUDIO_EMBEDDER_OUTPUT, TensorProto.FLOAT, ["batch", EMBEDDING_SIZE])],
         inits)
     return _finish(graph, src_model, "speech_embedding embedder: features [B, 76, 32] -> embedding [B, 96]")
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _REWRITES = {

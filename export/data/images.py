@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgetune.edge.audio.io import SkippedFile
-from edgetune.edge.image.io import ImageFileError, iter_image_folder, read_image
+from edgetune.edge.image.io import decode_photos, iter_image_folder
 from edgetune.errors import UsageError
 
 from .folder import SPLIT_FRACTIONS, SPLITS, order_labels
@@ -132,20 +132,15 @@ def load_image_splits(data_dir: Path, *, seed: int = 0) -> ImageSplits:
     listed = {key: iter_image_folder(folder) for key, folder in folders.items()}
     names = order_labels(label for found in listed.values() for label in found.labels)
     index = {n: i for i, n in enumerate(names)}
-    skipped: list[SkippedFile] = [s for found in listed.values() for s in found.skipped]
+    skipped: list[SkippedFile] = []
     loaded: dict[str, ImageSet] = {}
     group_source = ""
     for key, found in listed.items():
-        frames, labels, paths = [], [], []
-        for label, path in found:
-            try:
-                frames.append(read_image(path))
-            except ImageFileError as exc:
-                skipped.append(SkippedFile(str(path), str(exc).replace(f"{path}: ", "", 1)))
-                log.warning("skipping %s", exc)
-                continue
-            labels.append(index[label])
-            paths.append(path)
+        photos = decode_photos(found)  # the device's own decoder
+        skipped += photos.skipped
+        labels = [index[label] for label in photos.labels]
+        paths = [Path(p) for p in photos.paths]
+        frames = photos.frames
         groups, group_source = _groups(root, paths)
         loaded[key] = ImageSet(tuple(frames), np.asarray(labels, dtype=np.int64), tuple(map(str, paths)),
                                tuple(groups))

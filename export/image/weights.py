@@ -12,27 +12,18 @@ into the bundle's provenance.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from edgetune.contract.manifest import sha256_file  # noqa: F401 (graph.py uses it from here)
 from edgetune.errors import UsageError
 
 #: State-dict entries that hold a counter, not a weight; the Lite packages' files and timm's
 #: models disagree on where they sit, so the in-order copy leaves them out on both sides.
 _COUNTER_SUFFIX = "num_batches_tracked"
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of the file at ``path``, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
