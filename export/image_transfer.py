@@ -26,7 +26,7 @@ from .bundle import HeadArrays, check_bundle_target, write_bundle
 from .data.images import ImageSet, load_image_splits
 from .signing import sign_bundle
 from .train import TrainResult, _code_version
-from .transfer import L2_GRID, _fit, choose_l2, learning_curve
+from .transfer import L2_GRID, fit_transfer_head
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ class ImageTransferConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _names(labels: np.ndarray, names: tuple[str, ...]) -> list[str]:
-    return [names[i] for i in labels]
 
 
 def pixel_baseline(sets: dict[str, ImageSet], seed: int) -> dict[str, Any]:
@@ -134,39 +130,19 @@ def train_image_bundle(out_dir: Path, data_dir: Path, config: ImageTransferConfi
     emb = {name: models.embed(s.frames) for name, s in splits.sets.items()}
     timings["embed_s"] = time.perf_counter() - start
     y = {name: s.labels for name, s in splits.sets.items()}
-    y_names = {name: _names(labels, names) for name, labels in y.items()}
 
     start = time.perf_counter()
-    l2, l2_table = choose_l2(emb["train"], y_names["train"], emb["val"], y_names["val"], config.l2_grid)
-    weight, bias, head_labels = _fit(np.concatenate([emb["train"], emb["val"]]), y_names["train"] + y_names["val"], l2)
-    if head_labels != names:  # fit_head orders classes by name; keep the data's order
-        order = [head_labels.index(n) for n in names]
-        weight, bias = weight[order], bias[order]
+    weight, bias, fitted = fit_transfer_head(emb, y, names, config.l2_grid, config.seed)
     timings["head_s"] = time.perf_counter() - start
-
-    from edgetune.edge.head import predict_proba
-
-    test_y = y["test"]
-    pred = np.argmax(predict_proba(emb["test"], weight, bias), axis=1)
-    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
-    np.add.at(confusion, (test_y, pred), 1)
     metrics: dict[str, Any] = {
         "task": f"photos of {data_dir}",
-        "recipe": f"feature-based transfer: frozen {config.backbone}, linear head (L2 {l2:g}: the strongest within "
-                  "one standard error of the best on the validation split)",
-        "test": {"accuracy": float(np.mean(pred == test_y)), "n": int(test_y.size),
-                 "per_class_accuracy": {n: float(np.mean(pred[test_y == i] == i)) for i, n in enumerate(names)
-                                        if np.any(test_y == i)},
-                 "confusion": confusion.tolist()},
-        "val_accuracy_by_l2": l2_table, "l2": l2,
-        "split_sizes": {name: len(s) for name, s in splits.sets.items()},
-        "chance_accuracy": float(np.max(np.bincount(test_y)) / test_y.size),
-        "learning_curve": learning_curve(emb["train"], y["train"], emb["test"], y_names["test"], l2, names,
-                                         config.seed),
+        "recipe": f"feature-based transfer: frozen {config.backbone}, linear head (L2 {fitted['l2']:g}: the strongest "
+                  "within one standard error of the best on the validation split)",
+        **fitted,
     }
     if config.baselines:
         metrics["baselines"] = pixel_baseline(splits.sets, config.seed)
-    log.info("image head: test accuracy %.3f (n=%d)", metrics["test"]["accuracy"], test_y.size)
+    log.info("image head: test accuracy %.3f (n=%d)", metrics["test"]["accuracy"], metrics["test"]["n"])
 
     rng = np.random.default_rng(config.seed)
     chosen = np.concatenate([rng.permutation(np.flatnonzero(y["train"] == c))[:config.replay_per_class]

@@ -147,6 +147,38 @@ def learning_curve(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return out
 
 
+def fit_transfer_head(emb: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], names: tuple[str, ...],
+                      grid: tuple[float, ...], seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The head of a feature-based transfer run, on embeddings per split (``train``, ``val``,
+    ``test``) with label indices into ``names``: L2 by :func:`choose_l2`, refitted on train + val,
+    in ``names``' order; scored on test. Returns (weight, bias, metrics: test accuracy, per class,
+    confusion, the validation table, split sizes, chance, the learning curve)."""
+    y_names = {split: [names[i] for i in labels] for split, labels in y.items()}
+    l2, l2_table = choose_l2(emb["train"], y_names["train"], emb["val"], y_names["val"], grid)
+    weight, bias, head_labels = _fit(np.concatenate([emb["train"], emb["val"]]), y_names["train"] + y_names["val"], l2)
+    if head_labels != names:  # fit_head orders classes by name; keep the data's order
+        order = [head_labels.index(n) for n in names]
+        weight, bias = weight[order], bias[order]
+    from edgetune.edge.head import predict_proba
+
+    test_y = y["test"]
+    pred = np.argmax(predict_proba(emb["test"], weight, bias), axis=1)
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    np.add.at(confusion, (test_y, pred), 1)
+    metrics = {
+        "test": {"accuracy": float(np.mean(pred == test_y)), "n": int(test_y.size),
+                 "per_class_accuracy": {n: float(np.mean(pred[test_y == i] == i)) for i, n in enumerate(names)
+                                        if np.any(test_y == i)},
+                 "confusion": confusion.tolist()},
+        "val_accuracy_by_l2": l2_table,
+        "l2": l2,
+        "split_sizes": {split: int(labels.size) for split, labels in y.items()},
+        "chance_accuracy": float(np.max(np.bincount(test_y)) / test_y.size),
+        "learning_curve": learning_curve(emb["train"], y["train"], emb["test"], y_names["test"], l2, names, seed),
+    }
+    return weight, bias, metrics
+
+
 def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig(), progress: bool = True, *,
                           data_dir: Path | None = None, overwrite: bool = False) -> TrainResult:
     """Train a head on the frozen ``speech_embedding`` backbone and write the bundle to ``out_dir``.
@@ -180,43 +212,23 @@ def train_transfer_bundle(out_dir: Path, config: TransferConfig = TransferConfig
     emb = {name: _embed(models, clips.audio, f"embedding {name}", progress) for name, clips in splits.sets.items()}
     timings["embed_s"] = time.perf_counter() - start
     y = {name: clips.labels for name, clips in splits.sets.items()}
-    y_names = {name: [names[i] for i in labels] for name, labels in y.items()}
 
     start = time.perf_counter()
-    l2, l2_table = choose_l2(emb["train"], y_names["train"], emb["val"], y_names["val"], config.l2_grid)
-    weight, bias, head_labels = _fit(np.concatenate([emb["train"], emb["val"]]),
-                                     y_names["train"] + y_names["val"], l2)
-    if head_labels != names:  # fit_head orders new classes by name; keep the data's order
-        order = [head_labels.index(n) for n in names]
-        weight, bias, head_labels = weight[order], bias[order], names
+    weight, bias, fitted = fit_transfer_head(emb, y, names, config.l2_grid, config.seed)
     timings["head_s"] = time.perf_counter() - start
-
-    test_y = y["test"]
-    from edgetune.edge.head import predict_proba
-
-    pred = np.argmax(predict_proba(emb["test"], weight, bias), axis=1)
-    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
-    np.add.at(confusion, (test_y, pred), 1)
+    l2 = fitted["l2"]
     metrics: dict[str, Any] = {
         "task": splits.task,
         "recipe": f"feature-based transfer: frozen {config.backbone}, linear head (L2 {l2:g}: the strongest "
                   "within one standard error of the best on the validation split)",
-        "test": {"accuracy": float(np.mean(pred == test_y)), "n": int(test_y.size), **splits.test_info,
-                 "per_class_accuracy": {n: float(np.mean(pred[test_y == i] == i)) for i, n in enumerate(names)
-                                        if np.any(test_y == i)},
-                 "confusion": confusion.tolist()},
-        "val_accuracy_by_l2": l2_table,
-        "l2": l2,
-        "split_sizes": {name: len(clips) for name, clips in splits.sets.items()},
-        "chance_accuracy": float(np.max(np.bincount(test_y)) / test_y.size),
-        "learning_curve": learning_curve(emb["train"], y["train"], emb["test"], y_names["test"], l2, names,
-                                         config.seed),
+        **fitted,
     }
+    metrics["test"] = {**fitted["test"], **splits.test_info}
     if config.baselines:
         start = time.perf_counter()
         metrics["baselines"] = _baselines(splits.sets, names, config, progress)
         timings["baselines_s"] = time.perf_counter() - start
-    log.info("transfer head: test accuracy %.3f (n=%d)", metrics["test"]["accuracy"], test_y.size)
+    log.info("transfer head: test accuracy %.3f (n=%d)", metrics["test"]["accuracy"], metrics["test"]["n"])
 
     rng = np.random.default_rng(config.seed)
     chosen = np.concatenate([rng.permutation(np.flatnonzero(y["train"] == c))[:config.replay_per_class]
