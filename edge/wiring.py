@@ -92,12 +92,11 @@ def _fused(ctx: Context, stores: dict[str, HeadStore], pairing) -> Pipeline:
     events go through a frame detector with the ``[camera]`` section's threshold, smoothing and hold."""
     from .image.detect import FrameDetector, FrameDetectorSettings
     from .pipeline.fuse import PairedPreprocessor, PassEmbedder
-    from .pipeline.heads import ActiveHead, HeadSet
+    from .pipeline.heads import HeadSet
 
     cam = ctx.config.camera
     settings = FrameDetectorSettings(threshold=cam.threshold, smoothing_frames=cam.smoothing_frames, hold_s=cam.hold_s)
-    heads = HeadSet([ActiveHead(name, store.head(store.current_version), store.current_version)
-                     for name, store in stores.items()])
+    heads = HeadSet.from_stores(stores)
 
     def postprocessor(head_name: str, labels) -> FrameDetector:
         return FrameDetector(labels, settings, background_label=ctx.bundle.heads[head_name].spec.background_label)

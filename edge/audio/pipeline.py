@@ -39,19 +39,14 @@ def from_config(ctx, stores) -> Pipeline:
     the ``[audio]`` section's source, the bundle's audio models, and the current version of each
     audio head from ``stores`` (head name -> its store). The source is opened first, so a wrong URI
     is reported before the models load."""
-    from ..pipeline.heads import ActiveHead
     from .sources import open_source
 
     bundle, a = ctx.bundle, ctx.config.audio
     source = open_source(a.source, bundle.manifest.audio.sample_rate_hz, raw_rate_hz=ctx.raw_rate_hz)
     models = ctx.models if ctx.models is not None else AudioModels(bundle, ctx.providers, state_dir=ctx.state_dir)
-    active = []
-    for name, store in stores.items():
-        version = store.current_version
-        active.append(ActiveHead(name, store.head(version), version))
     detector = DetectorSettings(threshold=a.threshold, smoothing_hops=a.smoothing_hops,
                                 refractory_s=None if a.refractory_ms is None else a.refractory_ms / 1000.0)
-    return audio_pipeline(bundle, models, source, HeadSet(active), hop_ms=a.hop_ms, detector=detector)
+    return audio_pipeline(bundle, models, source, HeadSet.from_stores(stores), hop_ms=a.hop_ms, detector=detector)
 
 
 def audio_pipeline(bundle: Bundle, models: AudioModels, source: Iterable[np.ndarray], heads: HeadSet, *,

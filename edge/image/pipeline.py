@@ -14,7 +14,7 @@ import numpy as np
 from edgetune.errors import UsageError
 
 from ..bundle import Bundle
-from ..pipeline.heads import ActiveHead, HeadSet
+from ..pipeline.heads import HeadSet
 from ..pipeline.stages import Pipeline
 from .detect import FrameDetector, FrameDetectorSettings
 from .models import ImageModels
@@ -35,10 +35,8 @@ def from_config(ctx, stores) -> Pipeline:
     source = open_camera(cam.source, rate_hz=cam.rate_hz, folder_fps=cam.folder_fps,
                          backoff_initial_s=min(0.5, cam.backoff_max_s), backoff_max_s=cam.backoff_max_s)
     models = ImageModels(ctx.bundle, ctx.providers, state_dir=ctx.state_dir)
-    active = [ActiveHead(name, store.head(store.current_version), store.current_version)
-              for name, store in stores.items()]
     detector = FrameDetectorSettings(threshold=cam.threshold, smoothing_frames=cam.smoothing_frames, hold_s=cam.hold_s)
-    return image_pipeline(ctx.bundle, models, source, HeadSet(active), detector=detector)
+    return image_pipeline(ctx.bundle, models, source, HeadSet.from_stores(stores), detector=detector)
 
 
 def image_pipeline(bundle: Bundle, models: ImageModels, source: Iterable[np.ndarray], heads: HeadSet, *,

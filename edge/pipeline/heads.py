@@ -40,6 +40,17 @@ class HeadSet:
     def __getitem__(self, name: str) -> ActiveHead:
         return self._heads[name]
 
+    @classmethod
+    def from_stores(cls, stores) -> "HeadSet":
+        """The current version of each head in ``stores`` (head name -> its
+        :class:`~edgetune.edge.head_store.HeadStore`), read once per store, so a head and the
+        version it is labelled with always agree even while an enrolment promotes beside it."""
+        heads = []
+        for name, store in stores.items():
+            version = store.current_version
+            heads.append(ActiveHead(name, store.head(version), version))
+        return cls(heads)
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._heads)
